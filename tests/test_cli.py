@@ -1,0 +1,74 @@
+"`glu-prune` end to end, in subprocesses, as a user runs it."
+import json, subprocess, sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from glu_pruning.models import tiny_model
+
+
+def glu(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "glu_pruning.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    tiny_model("qwen3").save_pretrained(d)
+    return d
+
+
+def test_help_lists_commands():
+    r = glu("--help")
+    assert r.returncode == 0 and "prune" in r.stdout and "sweep" in r.stdout
+
+
+def test_prune_tiny(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    r = glu("prune", tiny_dir, "--ratio", "1.5", "--round-to", "8", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "160 → 96" in r.stdout and str(out) in r.stdout
+    m = AutoModelForCausalLM.from_pretrained(out)
+    assert m.config.intermediate_size == 96
+    assert json.loads((out / "pruning.json").read_text())["spec"] == {"ratio": 1.5, "round_to": 8}
+
+
+def test_refuses_non_empty_out(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    r = glu("prune", tiny_dir, "--percent", "40", "--out", out)
+    assert r.returncode == 1 and "not empty" in r.stderr and "--overwrite" in r.stderr
+    assert (out / "precious.txt").read_text() == "keep me"
+    r = glu("prune", tiny_dir, "--percent", "40", "--out", out, "--overwrite")
+    assert r.returncode == 1 and "does not look like a saved model" in r.stderr
+
+
+def test_overwrite_previous_output(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    assert glu("prune", tiny_dir, "--percent", "40", "--out", out).returncode == 0
+    r = glu("prune", tiny_dir, "--percent", "50", "--out", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "pruning.json").read_text())["width_after"] == 80
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--ratio", "9"], "ask for a ratio below 2.5"),
+    (["--width", "0"], "positive integer"),
+    (["--ratio", "1.5", "--criterion", "magic"], "unknown criterion"),
+])
+def test_bad_input_is_one_clear_line(tiny_dir, tmp_path, args, msg):
+    r = glu("prune", tiny_dir, *args, "--out", tmp_path / "o")
+    assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_specs_rejected_by_parser(tiny_dir, tmp_path):
+    r = glu("prune", tiny_dir, "--ratio", "2", "--percent", "40", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+
+
+def test_missing_model_message(tmp_path):
+    r = glu("prune", tmp_path / "nope", "--ratio", "2", "--out", tmp_path / "o")
+    assert r.returncode == 1 and "no such model folder" in r.stderr
