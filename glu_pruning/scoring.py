@@ -175,12 +175,13 @@ def calibrate(model, tokenizer, texts: list[str], # calibration passages
 def score(model, criterion: str = "ppm", # a name in `CRITERIA`
           tokenizer=None, texts: list[str] | None = None, # calibration data, for data criteria only
           seed: int = 0, # for `random`
+          stats: list[dict] | None = None, # from `calibrate`, to reuse one calibration for several criteria
           batch_size: int = 4, max_length: int = 256, progress: bool = True) -> list[torch.Tensor]:
     "One float32 score per intermediate neuron, per layer (higher = keep)."
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose one of {sorted(CRITERIA)}.")
-    stats = None
-    if CRITERIA[criterion].needs_data:
+    if not CRITERIA[criterion].needs_data: stats = None
+    elif stats is None:
         if tokenizer is None or not texts:
             raise ValueError(f"criterion {criterion!r} needs calibration text: pass `tokenizer=` and `texts=` "
                              "(e.g. `calibration_texts()`).")
