@@ -6,7 +6,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/models.html.md"""
 
 # %% ../nbs/01_models.ipynb #76294e10
 from __future__ import annotations
-import hashlib, importlib.util, json, os, shutil, tempfile
+import hashlib, importlib.util, json, os, shutil, tempfile, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,6 +179,8 @@ def resolve_alias(name: str) -> str:
     return str(Path(spec.submodule_search_locations[0]) / a["file"])
 
 # %% ../nbs/01_models.ipynb #e086c77e
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
 def _dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype): return dtype
     if dtype == "auto": return "auto"
@@ -236,8 +238,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL, # alias, `.gguf` file, local f
     elif name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"no such model folder or file: {name}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    local = Path(src).is_dir()
+    has_tok = not local or any((Path(src) / f).exists() for f in _TOKENIZER_FILES)
+    if not has_tok:
+        warnings.warn(f"{src} has no tokenizer files; returning tokenizer=None (pruning and saving work, "
+                      "generation and evaluation need a tokenizer).")
     try:
-        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code) if has_tok else None
         model = AutoModelForCausalLM.from_pretrained(src, dtype=_dtype(dtype), trust_remote_code=trust_remote_code,
                                                      use_safetensors=True, **kwargs)
     except OSError as e:
@@ -246,7 +253,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, # alias, `.gguf` file, local f
                           f"reachable (offline). Pass a local folder or .gguf file, or the built-in alias "
                           f"{DEFAULT_MODEL!r}.") from None
         raise
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    if tok is not None and tok.pad_token is None: tok.pad_token = tok.eos_token
     model.glu_source = str(name_or_path)  # what the user asked for: model cards and fingerprints name it
     return model.to(device).eval(), tok
 

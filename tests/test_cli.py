@@ -72,3 +72,11 @@ def test_two_specs_rejected_by_parser(tiny_dir, tmp_path):
 def test_missing_model_message(tmp_path):
     r = glu("prune", tmp_path / "nope", "--ratio", "2", "--out", tmp_path / "o")
     assert r.returncode == 1 and "no such model folder" in r.stderr
+
+
+def test_hub_id_offline_is_clear(tmp_path):
+    import os
+    r = subprocess.run([sys.executable, "-m", "glu_pruning.cli", "prune", "meta-llama/Llama-3.2-1B", "--ratio", "2.4",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 1 and "not reachable (offline)" in r.stderr and "Traceback" not in r.stderr
