@@ -1,0 +1,195 @@
+"""The docs site in a real browser: render the explorer page as the site shows it, open it in headless Chromium,
+move the in-browser ratio slider and the model menu, and check that the figure changes.
+
+Chromium is driven over the DevTools protocol through a pipe (`--remote-debugging-pipe`), so no Python browser
+package is needed. Set GLU_SCREENSHOTS=DIR to keep the screenshots for a look.
+Skips, saying why, where no Chromium binary is installed (`apt-get install -y chromium`); GLU_CHROMIUM=PATH picks one.
+"""
+from __future__ import annotations
+import base64, functools, http.server, json, os, shutil, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("GLU_CHROMIUM") or next(
+    (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH: `apt-get install -y chromium` "
+                                                          "(Debian) to run the in-browser docs test")
+
+
+class Browser:
+    "A headless Chromium page driven over the DevTools protocol on fds 3/4 (NUL-separated JSON messages)."
+    def __init__(self, width=1280, height=900):
+        cmd_r, self._cmd_w = os.pipe()      # we write commands, Chromium reads them on fd 3
+        self._res_r, res_w = os.pipe()      # Chromium writes replies and events on fd 4
+        self.profile = tempfile.mkdtemp(prefix="glu-chromium-")
+        def child():  # fds 3/4 in the child, whatever numbers the pipes got here (dup first: they may be 3 or 4)
+            a, b = os.dup(cmd_r), os.dup(res_w)
+            os.dup2(a, 3); os.dup2(b, 4)
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--no-default-browser-check", "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
+             "--hide-scrollbars", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=child, close_fds=False)  # close_fds would close 3/4 after preexec_fn
+        os.close(cmd_r); os.close(res_w)
+        self._buf, self._id, self.events, self.session = b"", 0, [], None
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"): self.call(f"{domain}.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+
+    def _read(self, timeout=60.0) -> dict:
+        deadline = time.time() + timeout
+        while b"\0" not in self._buf:
+            if time.time() > deadline: raise TimeoutError("no message from Chromium")
+            import select
+            r, _, _ = select.select([self._res_r], [], [], 0.5)
+            if r:
+                chunk = os.read(self._res_r, 1 << 20)
+                if not chunk: raise RuntimeError("Chromium closed the DevTools pipe")
+                self._buf += chunk
+        msg, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def call(self, method: str, timeout=60.0, **params):
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params}
+        if self.session and not method.startswith("Target."): msg["sessionId"] = self.session
+        os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        while True:
+            m = self._read(timeout)
+            if m.get("id") == self._id:
+                if "error" in m: raise RuntimeError(f"{method}: {m['error']}")
+                return m.get("result", {})
+            self.events.append(m)
+
+    def wait_event(self, method: str, timeout=60.0):
+        for i, e in enumerate(self.events):
+            if e.get("method") == method: return self.events.pop(i)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = self._read(deadline - time.time())
+            if m.get("method") == method: return m
+            self.events.append(m)
+        raise TimeoutError(f"no {method} event")
+
+    def goto(self, url: str):
+        self.call("Page.navigate", url=url)
+        self.wait_event("Page.loadEventFired")
+
+    def js(self, expr: str):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r: raise RuntimeError(f"JS error in {expr[:80]!r}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def wait_js(self, expr: str, timeout=30.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = self.js(expr)
+            if v: return v
+            time.sleep(0.2)
+        raise TimeoutError(f"timed out waiting for {expr!r}")
+
+    def click(self, x: float, y: float):
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def screenshot(self, path: Path, clip: dict | None = None) -> bytes:
+        kw = dict(format="png")
+        if clip: kw["clip"] = dict(clip, scale=1)
+        data = base64.b64decode(self.call("Page.captureScreenshot", **kw)["data"])
+        path.write_bytes(data)
+        return data
+
+    def close(self):
+        try: self.call("Browser.close", timeout=5)
+        except Exception: pass
+        try: self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        os.close(self._cmd_w); os.close(self._res_r)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    "The explorer page rendered as the docs site shows it (committed outputs, local plotly.js), served over HTTP."
+    out = tmp_path_factory.mktemp("site")
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "render_docs.py"), "--only", "08_explorer.ipynb",
+                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert (out / "explorer.html").exists() and (out / "plotly.min.js").exists()
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a): pass
+    handler = functools.partial(Quiet, directory=str(out))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", out
+    srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page(site):
+    b = Browser()
+    yield b
+    b.close()
+
+
+def shots_dir(tmp_path) -> Path:
+    d = Path(os.environ.get("GLU_SCREENSHOTS") or tmp_path)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# JS helpers: the first explorer figure on the page (it carries `layout.meta.bars`) and its visible bars.
+FIG = "[...document.querySelectorAll('.js-plotly-plot')].find(g => g.layout && g.layout.meta && g.layout.meta.bars)"
+STATE = f"""(() => {{ const g = {FIG}; const i = g.layout.sliders.findIndex(s => s.visible !== false);
+  const bar = g.data.filter(t => t.type === 'bar' && t.visible !== false)[0];
+  return {{slider: i, active: g.layout.sliders[i].active, label: g.layout.sliders[i].steps[g.layout.sliders[i].active].label,
+          bars: bar.x, tasks: bar.y, name: bar.name, shape_x: g.layout.shapes[0].x0,
+          paths: [...g.querySelectorAll('.barlayer path')].map(p => p.getAttribute('d')).join('|')}}; }})()"""
+
+
+def test_explorer_slider_changes_the_figure(site, page, tmp_path):
+    url, out = site
+    shots = shots_dir(tmp_path)
+    page.goto(f"{url}/explorer.html")
+    page.wait_js(f"(() => {{ const g = {FIG}; return !!(g && g._fullLayout && g.querySelector('.slider-group')); }})()")
+    assert page.js("typeof Plotly") == "object", "plotly.js did not load from the local copy"
+    page.js(f"{FIG}.scrollIntoView()")
+    time.sleep(0.5)
+    box = page.js(f"(() => {{ const r = {FIG}.getBoundingClientRect(); return {{x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}}; }})()")  # page coordinates
+    before = page.js(STATE)
+    png0 = page.screenshot(shots / "explorer_0_initial.png", box)
+    # Move the slider: click the tick of a different step on the visible slider's rail.
+    ticks = page.js("""[...document.querySelectorAll('.slider-group .slider-tick-rect')].map(t => {
+        const r = t.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })""")
+    assert len(ticks) >= 4, f"expected a tick per ratio, found {len(ticks)}"
+    target = 1 if before["active"] != 1 else 2
+    page.click(*ticks[target])
+    page.wait_js(f"{FIG}.layout.sliders.find(s => s.visible !== false).active === {target}")
+    time.sleep(0.8)   # let plotly redraw the bars
+    after = page.js(STATE)
+    png1 = page.screenshot(shots / "explorer_1_slider_moved.png", box)
+    assert after["label"] != before["label"]
+    assert after["bars"] != before["bars"], "the bar values did not change with the slider"
+    assert after["paths"] != before["paths"], "the drawn bars (SVG) did not change"
+    assert after["shape_x"] != before["shape_x"], "the ratio marker did not move"
+    assert png0 != png1
+    # The model menu: switch to the next model, whose slider then appears with its own ratios.
+    hdr = page.js(f"""(() => {{ const r = {FIG}.querySelector('.updatemenu-header').getBoundingClientRect();
+                   return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+    page.click(*hdr)
+    time.sleep(0.5)
+    items = page.js(f"""[...{FIG}.querySelectorAll('.updatemenu-dropdown-button')].map(b => {{ const r = b.getBoundingClientRect();
+                     return [r.x + r.width / 2, r.y + r.height / 2, b.textContent]; }})""")
+    assert len(items) >= 2, f"expected a menu entry per model, got {items}"
+    page.click(*items[1][:2])
+    page.wait_js(f"{FIG}.layout.sliders.findIndex(s => s.visible !== false) === 1")
+    time.sleep(0.8)
+    other = page.js(STATE)
+    page.screenshot(shots / "explorer_2_other_model.png", box)
+    assert other["name"] != after["name"] and other["bars"] != after["bars"]
+    errors = [e for e in page.events if e.get("method") == "Runtime.exceptionThrown"]
+    assert not errors, errors[:2]
