@@ -30,19 +30,19 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/glu-prune demo
 
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n_workers $(WORKERS) --timing
+	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n-workers $(WORKERS) --timing
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -q
 
 test-slow: setup
-	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n_workers $(WORKERS) --flags slow --timing
+	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n-workers $(WORKERS) --flags slow --timing
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -q -m "slow and not gpu"
 
 test-gpu: setup
-	$(BIN)/nbdev-test --n_workers 1 --flags "slow gpu"
+	$(BIN)/nbdev-test --n-workers 1 --flags "slow gpu"
 	$(BIN)/python -m pytest tests -q -m "gpu"
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py
+	set -e; for b in bench/bench_*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python $$b; done
 
 clean:
 	rm -rf $(VENV) dist build _docs _proc
