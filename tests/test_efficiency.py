@@ -186,9 +186,18 @@ def test_cli_bench_run_folder(tmp_path, tiny_dir, capsys):
     pytest.importorskip("glu_pruning.store")
     from glu_pruning.cli import main
     run = tmp_path / "run"; run.mkdir()
-    (run / "sweep.json").write_text(json.dumps({"model": str(tiny_dir), "tasks": ["arc_easy"], "cells": [
-        {"criterion": "ppm", "ratio": 1.5}, {"criterion": "l2", "ratio": 1.5}, {"criterion": "wanda", "ratio": 1.5}]}))
+    from glu_pruning.models import load_model
+    m, _ = load_model(str(tiny_dir), device="cpu")
+    ppm = prune(m, ratio=1.5, inplace=False, progress=False)
+    (run / "sweep.json").write_text(json.dumps({"model": str(tiny_dir), "tasks": ["arc_easy"], "cells": [  # as `sweep` writes it
+        {"criterion": "none", "spec": {}, "width": 160, "ratio": 2.5},
+        {"criterion": "ppm", "spec": {"ratio": 1.5}, "width": 96, "ratio": 1.5, "fingerprint": ppm.fingerprint},
+        {"criterion": "l2", "spec": {"percent": 40.0}, "width": 96, "ratio": 1.5},
+        {"criterion": "wanda", "spec": {"ratio": 1.5}, "width": 96, "ratio": 1.5}]}))
     assert main(["bench", str(run), "--batch-sizes", "1", *QUICK]) == 0
-    assert "skipped wanda" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipped wanda" in out and "note:" not in out          # the ppm variant is the very one the sweep made
     rows = E.load_profile(run / "results.sqlite")
     assert {r["model"] for r in rows} == {"baseline", "ppm 1.50x", "l2 1.50x"}
+    assert ppm.fingerprint in {r["fingerprint"] for r in rows}
+    assert next(r for r in rows if r["model"] == "l2 1.50x")["spec"] == {"percent": 40.0}
