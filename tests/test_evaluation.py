@@ -1,0 +1,240 @@
+"lm-eval on in-memory models, offline: every output type, derived configs, missing data, caching, seeds, the CLI."
+import contextlib, io, json, math, os, shutil, socket, sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from glu_pruning import evaluation as ev
+from glu_pruning.evaluation import SUITES, TaskSpec, evaluate
+from glu_pruning.store import Store, aggregate, results
+
+
+@pytest.fixture(scope="module")
+def root(data_dir):
+    return ev.data_root(data_dir)
+
+
+@pytest.fixture(scope="module")
+def tok(smollm2):
+    return smollm2[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    "A two-layer random Llama that speaks SmolLM2's tokenizer: lm-eval plumbing at a fraction of the cost."
+    from glu_pruning.models import tiny_model
+    return tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok))
+
+
+def _paper_leaves():
+    return {e.name for s in SUITES["paper"] for e in ev._leaves(ev._spec_item(s))[1]}
+
+
+def test_derived_configs_equal_stock_for_the_paper_suite(root):
+    ok, missing = [], []
+    for name in sorted(_paper_leaves()):
+        n_shot = 5 if name.startswith(("mmlu", "gsm8k")) else 0
+        over, why = ev.offline_config(name, root, n_shot)
+        if over is None:
+            missing.append(name); assert "is missing" in why; continue
+        assert ev.derived_equals_stock(name, root, n_shot), name
+        assert over["dataset_path"] == "json" and set(over) <= {"include", "task", *ev.DATASET_FIELDS}
+        ok.append(name)
+    assert len(ok) == 57 + 10
+    assert set(missing) == {"hellaswag", "leaderboard_musr_murder_mysteries", "leaderboard_musr_object_placements",
+                            "leaderboard_musr_team_allocation"}
+
+
+def test_offline_refuses_rather_than_changing_the_benchmark(tmp_path, root):
+    # an eval split that is missing is never replaced by another split
+    d = tmp_path / "allenai" / "ai2_arc" / "ARC-Easy"
+    d.mkdir(parents=True)
+    shutil.copy(root / "allenai/ai2_arc/ARC-Easy/validation.jsonl", d / "validation.jsonl")
+    over, why = ev.offline_config("arc_easy", tmp_path)
+    assert over is None and "test.jsonl is missing" in why
+    # a few-shot split that is missing is refused when shots are asked for, nulled when not
+    shutil.copy(root / "allenai/ai2_arc/ARC-Easy/test.jsonl", d / "test.jsonl")
+    assert ev.offline_config("arc_easy", tmp_path, n_shot=0)[0]["training_split"] is None
+    assert "train.jsonl is missing" in ev.offline_config("arc_easy", tmp_path, n_shot=3)[1]
+
+
+def test_known_task_table_matches_lm_eval():
+    full = ev._stock_manager().task_index
+    for name, known in ev._KNOWN.items():
+        assert ev._entry(name).yaml_path == full[name].yaml_path, name   # the folder index agrees with the full one
+        _, leaves = ev._leaves(name)
+        c = ev.stock_config(leaves[0].name)
+        assert known == (c.get("output_type"), c.get("num_fewshot"), (c.get("fewshot_config") or {}).get("sampler")), name
+    assert all(s.group in ("fragile", "robust") for s in SUITES["paper"])
+
+
+def test_every_output_type_offline_on_smollm2(smollm2, root, tmp_path):
+    model, tok = smollm2
+    specs = [TaskSpec("lambada_openai", 0, limit=6),                       # loglikelihood
+             TaskSpec("wikitext", 0, limit=1),                             # loglikelihood_rolling
+             TaskSpec("arc_easy", 0, limit=8),                             # multiple_choice
+             TaskSpec("gsm8k", 5, limit=2, max_gen_toks=24),               # generate_until with filters
+             TaskSpec("ifeval", 0, limit=3, max_gen_toks=24)]              # generate_until, IFEval scoring
+    st = Store(tmp_path / "s.sqlite")
+    df = evaluate(model, tok, specs, store=st, data_dir=root.parent, progress=False)
+    assert df.attrs["unavailable"] == {}
+    by = {t: set(g.metric) for t, g in df.groupby("task")}
+    assert by["lambada_openai"] == {"perplexity", "acc"}
+    assert by["wikitext"] == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    assert by["arc_easy"] == {"acc", "acc_norm"}
+    assert by["gsm8k"] == {"exact_match,strict-match", "exact_match,flexible-extract"}
+    assert by["ifeval"] == {"prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"}
+    v = df.set_index(["task", "metric"]).value
+    assert 1 < v["wikitext", "word_perplexity"] < 1e4 and 1 < v["lambada_openai", "perplexity"] < 1e5
+    rates = df[~df.metric.str.contains("perplexity|bits")]
+    assert rates.value.between(0, 1).all()
+    assert df.set_index("task").n.groupby(level=0).first().to_dict() == \
+        {"lambada_openai": 6, "wikitext": 1, "arc_easy": 8, "gsm8k": 2, "ifeval": 3}
+    assert (df.model == "smollm2-135m-instruct").all() and (df.criterion == "none").all()
+    assert df.ratio.iloc[0] == pytest.approx(1536 / 576, abs=1e-4)
+    # stored per-item scores reproduce lm-eval's number for every metric (including word perplexity)
+    for r in df.itertuples():
+        it = st.items(r.fingerprint, r.task, r.metric)
+        assert len(it), (r.task, r.metric)
+        agg = st.con.execute("SELECT agg FROM metrics m JOIN cells c ON c.id=m.cell WHERE c.fingerprint=? AND "
+                             "c.task=? AND m.metric=?", (r.fingerprint, r.task, r.metric)).fetchone()[0]
+        assert math.isclose(aggregate(it.value, it.weight, agg), r.value, rel_tol=1e-6), (r.task, r.metric)
+    gen = df[df.task.isin(["gsm8k", "ifeval"])]
+    assert (gen.max_gen_toks == 24).all() and df[df.task == "arc_easy"].max_gen_toks.isna().all()
+    assert set(df.max_length) == {2048}
+    st.close()
+
+
+def test_variants_are_not_served_from_a_shared_cache(smollm2, root):
+    "lm-eval's caches are keyed by request, not model: a pruned variant must get its own answers."
+    from glu_pruning.slicing import prune
+    model, tok = smollm2
+    spec = [TaskSpec("lambada_openai", 0, limit=4)]
+    st = Store(":memory:")
+    a = evaluate(model, tok, spec, store=st, data_dir=root, progress=False)
+    rep = prune(model, ratio=2.0, inplace=False, progress=False)
+    b = evaluate(rep.model, tok, spec, store=st, data_dir=root, progress=False)
+    pa, pb = (x.set_index("metric").value["perplexity"] for x in (a, b))
+    assert a.fingerprint.iloc[0] != b.fingerprint.iloc[0] and pa != pb
+    assert b.criterion.iloc[0] == "ppm" and b.ratio.iloc[0] == pytest.approx(rep.ratio_after, abs=1e-4)
+    assert st.variant(b.fingerprint.iloc[0])["base_fingerprint"] == a.fingerprint.iloc[0]
+    # the HFLM wrapper really carries the settings
+    lm = ev.hflm(model, tok, batch_size=4, max_length=512)
+    assert (lm.batch_size, lm.max_length, lm.tokenizer is tok) == (4, 512, True)
+
+
+def test_finished_cells_are_skipped(tiny, tok, root, tmp_path, monkeypatch):
+    p = tmp_path / "s.sqlite"
+    spec = [TaskSpec("winogrande", 0, limit=4)]
+    first = evaluate(tiny, tok, spec, store=p, data_dir=root, progress=False)
+    def boom(*a, **k): raise AssertionError("a finished cell was evaluated again")
+    monkeypatch.setattr(ev, "_run_cell", boom)
+    again = evaluate(tiny, tok, spec, store=p, data_dir=root, progress=False)
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(AssertionError, match="again"):   # a new config is a new cell
+        evaluate(tiny, tok, [TaskSpec("winogrande", 0, limit=5)], store=p, data_dir=root, progress=False)
+
+
+def _no_network(monkeypatch):
+    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"): monkeypatch.delenv(v, raising=False)
+    def refuse(*a, **k): raise OSError("network is unreachable (test)")
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.mark.timeout(180)
+def test_missing_data_is_reported_and_the_rest_runs(tiny, tok, root, monkeypatch):
+    _no_network(monkeypatch)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        df = evaluate(tiny, tok, [TaskSpec("hellaswag", 0, limit=2), TaskSpec("piqa", 0, limit=2),
+                                  TaskSpec("leaderboard_musr", 0, limit=2)], data_dir=root, progress=False)
+    assert set(df.task) == {"piqa"}
+    un = df.attrs["unavailable"]
+    assert sorted(un) == ["hellaswag", "leaderboard_musr"]
+    assert "glu-prune data download" in un["hellaswag"] and "not reachable" in un["hellaswag"]
+    assert "hellaswag" in err.getvalue() and "Traceback" not in err.getvalue()
+    assert ev.check_data("paper", root).keys() == {"hellaswag", "leaderboard_musr"}
+
+
+@pytest.mark.timeout(60)
+def test_no_data_folder_and_no_network(tiny, tok, monkeypatch):
+    _no_network(monkeypatch)
+    monkeypatch.delenv("GLU_PRUNING_DATA", raising=False)
+    df = evaluate(tiny, tok, [TaskSpec("arc_easy", 0, limit=2)], progress=False)
+    assert df.empty and "no data folder given" in df.attrs["unavailable"]["arc_easy"]
+    with pytest.raises(FileNotFoundError, match="glu-prune data download"):
+        evaluate(tiny, tok, "quick", data_dir="/no/such/folder")
+
+
+def test_ifeval_never_downloads_punkt(tmp_path, root, monkeypatch):
+    import nltk
+    monkeypatch.setattr(nltk.data, "path", [])
+    monkeypatch.delenv("NLTK_DATA", raising=False)
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: pytest.fail("tried to download punkt_tab"))
+    (tmp_path / "hf").symlink_to(root)                 # the data without its nltk_data folder
+    kind, why = ev.task_source(TaskSpec("ifeval"), tmp_path / "hf")
+    assert kind == "unavailable" and "punkt_tab" in why
+    assert ev.use_nltk_data(root)                      # DIR/nltk_data next to DIR/hf is found
+    assert ev.task_source(TaskSpec("ifeval"), root)[0] == "offline"
+
+
+def test_seeds_chat_template_and_generation_settings(tiny, tok, root):
+    st = Store(":memory:")
+    specs = [TaskSpec("gsm8k", 5, limit=1, max_gen_toks=4), TaskSpec("arc_easy", 0, limit=2)]
+    df = evaluate(tiny, tok, specs, store=st, seeds=(0, 1), data_dir=root, progress=False)
+    assert set(df[df.task == "gsm8k"].seed) == {0, 1}
+    assert df[df.task == "arc_easy"].seed.isna().all() and len(df[df.task == "arc_easy"]) == 2   # one seed-free cell
+    assert (df[df.task == "gsm8k"].n_shot == 5).all()
+    chat = evaluate(tiny, tok, specs[1:], store=st, apply_chat_template=True, data_dir=root, progress=False)
+    assert chat.chat_template.all() and len(st.cells()) == 4
+    g = evaluate(tiny, tok, specs[:1], store=st, generation_kwargs={"max_gen_toks": 2}, data_dir=root, progress=False)
+    assert g.max_gen_toks.tolist() == [2, 2] and len(st.cells()) == 5
+    avg = results(st, average_seeds=True)
+    assert avg[avg.task == "gsm8k"].groupby("max_gen_toks").n_seeds.first().to_dict() == {2: 1, 4: 2}
+    st.close()
+
+
+def test_download_data_writes_the_offline_layout(tmp_path, root, monkeypatch):
+    "The writer, with the Hub replaced by the local copy: what it writes is what the offline tasks read."
+    import datasets, nltk
+    real = datasets.load_dataset
+    calls = []
+    def fake(path, name=None, **kw):
+        calls.append((path, name))
+        base = root / path / (name or "default")
+        return real("json", data_files={p.stem: str(p) for p in base.glob("*.jsonl")})
+    monkeypatch.setattr(ev, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.setattr(nltk, "download", lambda pkg, download_dir, quiet: shutil.copytree(
+        root.parent / "nltk_data", download_dir, dirs_exist_ok=True))
+    out = tmp_path / "data"
+    files = ev.download_data(out, ["arc_easy", "ifeval"], progress=False)
+    assert calls == [("allenai/ai2_arc", "ARC-Easy"), ("google/IFEval", None)]
+    assert (out / "hf/allenai/ai2_arc/ARC-Easy/test.jsonl").exists() and (out / "nltk_data/tokenizers/punkt_tab").is_dir()
+    assert len(files) == 5
+    read = lambda p: [json.loads(l) for l in open(p)]
+    assert read(out / "hf/google/IFEval/default/train.jsonl") == read(root / "google/IFEval/default/train.jsonl")
+    assert ev.offline_config("arc_easy", ev.data_root(out))[0] is not None
+    assert ev.download_data(out, ["arc_easy"], progress=False) == []        # present files are kept
+
+
+def test_cli_eval_and_data(tmp_path, data_dir, capsys):
+    from glu_pruning.cli import main
+    store = tmp_path / "cli.sqlite"
+    assert main(["eval", "smollm2-135m-instruct", "--ratio", "2.4", "--tasks", "winogrande", "--limit", "4",
+                 "--store", str(store), "--data-dir", str(data_dir), "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    assert "winogrande" in out.out and "acc" in out.out and "pruned to width 1383" in out.err
+    r = results(store)
+    assert r.criterion.tolist() == ["ppm"] and r.ratio.iloc[0] == pytest.approx(1383 / 576, abs=1e-4)
+    assert main(["data", "download", str(tmp_path / "d"), "--tasks", "arc_easy"]) == 1    # offline: one line
+    assert "needs the Hugging Face Hub" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_suite_on_smollm2(smollm2, root, tmp_path):
+    model, tok = smollm2
+    df = evaluate(model, tok, "quick", store=tmp_path / "q.sqlite", data_dir=root, progress=False)
+    assert set(df.task) == {s.task for s in SUITES["quick"]} - {"hellaswag", "leaderboard_musr"}
+    assert sorted(df.attrs["unavailable"]) == ["hellaswag", "leaderboard_musr"]
