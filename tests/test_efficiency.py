@@ -114,6 +114,7 @@ def test_stats_of_saved_pruned_model(tmp_path):
     loaded.glu_source = str(tmp_path / "p")            # what load_model records
     s = E.model_stats(loaded)
     assert (s["width"], s["round_to"], s["criterion"]) == (96, 32, "ppm")
+    assert s["weight_bytes"] < s["disk_bytes"] < s["weight_bytes"] + 100_000   # the payload plus a header
     assert E._variant_name(loaded) == "1.50x (round_to=32)"
 
 
