@@ -198,10 +198,12 @@ def derived_equals_stock(name: str, root, n_shot: int = 0) -> bool:
     return rest(derived) == rest(stock) and kept_splits
 
 # %% ../nbs/04_evaluation.ipynb #c9a0b175
+def _offline_mode() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     "Whether the Hugging Face Hub answers (False at once when offline mode is set)."
-    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return False
+    if _offline_mode(): return False
     from urllib.parse import urlparse
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     try:
@@ -233,6 +235,16 @@ def _spec_item(spec: TaskSpec):
     g = stock_config(spec.task)
     return g | {"task": list(spec.subtasks)}
 
+def _in_hf_cache(entry) -> bool:
+    "Whether the `datasets` / Hub cache holds something of this task's dataset (offline mode can then load it)."
+    try:
+        import datasets, huggingface_hub.constants as hc
+        path = stock_config(entry.name).get("dataset_path") or ""
+    except Exception: return False
+    roots = [(Path(datasets.config.HF_DATASETS_CACHE), path.replace("/", "___")),
+             (Path(hc.HF_HUB_CACHE), "datasets--" + path.replace("/", "--"))]
+    return bool(path) and any(r.is_dir() and any(r.glob(n + "*")) for r, n in roots)
+
 def _needs_nltk(entry) -> bool:
     return entry.yaml_path is not None and (Path(entry.yaml_path).parent / "instructions_util.py").exists()
 
@@ -254,6 +266,7 @@ def task_source(spec: TaskSpec, root=None, cache: dict | None = None) -> tuple[s
         if why is None: return "offline", overs
     if "hub" not in cache: cache["hub"] = hub_reachable()
     if cache["hub"]: return "hub", None
+    if _offline_mode() and all(_in_hf_cache(e) for e in leaves): return "hub", None   # datasets reads its cache
     folder = None if root is None else (root.parent if root.name == "hf" else root)
     return "unavailable", (f"{spec.task}: {why}, and the Hugging Face Hub is not reachable. On a machine with "
                            f"network run `{fetch_command(spec.task, folder)}`, then pass that folder as data_dir / "
@@ -476,7 +489,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
     fp = info["fingerprint"]
     max_length = max_length or min(_context_length(model), DEFAULT_MAX_LENGTH)
     st = store if isinstance(store, Store) else Store(store if store is not None else ":memory:")
-    st.add_variant(**{k: v for k, v in info.items()})
+    st.add_variant(**info)
     todo = []
     for spec in specs:
         for seed in dict.fromkeys(seeds):
@@ -511,7 +524,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
     df = results(st)
     df = df[(df.fingerprint == fp) & df.key.isin(keys)].reset_index(drop=True)
     df.attrs["unavailable"] = unavailable
-    if store is None or not isinstance(store, Store): st.close()
+    if not isinstance(store, Store): st.close()   # we opened it
     return df
 
 # %% ../nbs/04_evaluation.ipynb #f10e84cc

@@ -51,7 +51,7 @@ class Store:
     def __init__(self, path, # the database file (created with its folder if missing)
                  timeout: float = 60.0, # seconds to wait for another process's write lock
                 ):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)  # we manage transactions
         self.con.execute("PRAGMA foreign_keys=ON")

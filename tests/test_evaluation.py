@@ -74,8 +74,8 @@ def test_every_output_type_offline_on_smollm2(smollm2, root, tmp_path):
     specs = [TaskSpec("lambada_openai", 0, limit=6),                       # loglikelihood
              TaskSpec("wikitext", 0, limit=1),                             # loglikelihood_rolling
              TaskSpec("arc_easy", 0, limit=8),                             # multiple_choice
-             TaskSpec("gsm8k", 5, limit=2, max_gen_toks=24),               # generate_until with filters
-             TaskSpec("ifeval", 0, limit=3, max_gen_toks=24)]              # generate_until, IFEval scoring
+             TaskSpec("gsm8k", 5, limit=1, max_gen_toks=16),               # generate_until with filters
+             TaskSpec("ifeval", 0, limit=2, max_gen_toks=16)]              # generate_until, IFEval scoring
     st = Store(tmp_path / "s.sqlite")
     df = evaluate(model, tok, specs, store=st, data_dir=root.parent, progress=False)
     assert df.attrs["unavailable"] == {}
@@ -90,7 +90,7 @@ def test_every_output_type_offline_on_smollm2(smollm2, root, tmp_path):
     rates = df[~df.metric.str.contains("perplexity|bits")]
     assert rates.value.between(0, 1).all()
     assert df.set_index("task").n.groupby(level=0).first().to_dict() == \
-        {"lambada_openai": 6, "wikitext": 1, "arc_easy": 8, "gsm8k": 2, "ifeval": 3}
+        {"lambada_openai": 6, "wikitext": 1, "arc_easy": 8, "gsm8k": 1, "ifeval": 2}
     assert (df.model == "smollm2-135m-instruct").all() and (df.criterion == "none").all()
     assert df.ratio.iloc[0] == pytest.approx(1536 / 576, abs=1e-4)
     # stored per-item scores reproduce lm-eval's number for every metric (including word perplexity)
@@ -101,7 +101,7 @@ def test_every_output_type_offline_on_smollm2(smollm2, root, tmp_path):
                              "c.task=? AND m.metric=?", (r.fingerprint, r.task, r.metric)).fetchone()[0]
         assert math.isclose(aggregate(it.value, it.weight, agg), r.value, rel_tol=1e-6), (r.task, r.metric)
     gen = df[df.task.isin(["gsm8k", "ifeval"])]
-    assert (gen.max_gen_toks == 24).all() and df[df.task == "arc_easy"].max_gen_toks.isna().all()
+    assert (gen.max_gen_toks == 16).all() and df[df.task == "arc_easy"].max_gen_toks.isna().all()
     assert set(df.max_length) == {2048}
     st.close()
 
@@ -238,3 +238,12 @@ def test_quick_suite_on_smollm2(smollm2, root, tmp_path):
     df = evaluate(model, tok, "quick", store=tmp_path / "q.sqlite", data_dir=root, progress=False)
     assert set(df.task) == {s.task for s in SUITES["quick"]} - {"hellaswag", "leaderboard_musr"}
     assert sorted(df.attrs["unavailable"]) == ["hellaswag", "leaderboard_musr"]
+
+
+def test_offline_mode_tries_only_what_the_datasets_cache_holds(tmp_path, root, monkeypatch):
+    import datasets
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))
+    assert ev.task_source(TaskSpec("hellaswag"), root)[0] == "unavailable"
+    (tmp_path / "Rowan___hellaswag").mkdir()          # what `datasets` leaves after an online load
+    assert ev.task_source(TaskSpec("hellaswag"), root)[0] == "hub"
