@@ -21,7 +21,7 @@ from .scoring import CRITERIA, score
 
 # %% auto #0
 __all__ = ['target_width', 'keep_indices', 'slice_mlp', 'PruneReport', 'prune', 'pruning_metadata', 'model_card',
-           'write_pruning_files', 'save_pruned', 'cli_prune']
+           'write_pruning_files', 'save_pruned', 'cli_prune', 'demo_prune', 'cli_demo']
 
 # %% ../nbs/03_slicing.ipynb #1f8f22d3
 def target_width(intermediate: int, # current width I
@@ -276,3 +276,30 @@ def cli_prune(p):
         print(f"{rep.base}: width {rep.width_before} → {rep.width_after} ({rep.ratio_before:.2f}x → "
               f"{rep.ratio_after:.2f}x), parameters {rep.params_before:,} → {rep.params_after:,}\nsaved to {out}")
     return run
+
+# %% ../nbs/03_slicing.ipynb #d4a7d3f9
+def demo_prune(out_dir="demo_run/smollm2-2.0x", # where the pruned model is saved (replaced if it is one)
+               ratio: float = 2.0, prompt: str = "What is the capital of France?", max_new_tokens: int = 24):
+    "Prune the bundled SmolLM2 to `ratio`, save, reload with stock transformers, print before/after."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from glu_pruning.models import DEFAULT_MODEL, generate, load_model
+    model, tok = load_model(DEFAULT_MODEL, device="cpu")
+    before = generate(model, tok, prompt, max_new_tokens=max_new_tokens)
+    rep = prune(model, ratio=ratio)
+    out = save_pruned(model, tok, out_dir, overwrite=True)
+    re_model = AutoModelForCausalLM.from_pretrained(out).eval()
+    re_tok = AutoTokenizer.from_pretrained(out)
+    after = generate(re_model, re_tok, prompt, max_new_tokens=max_new_tokens)
+    print(f"model       {DEFAULT_MODEL} (hidden {rep.hidden}, {len(rep.keep)} layers)")
+    print(f"width       {rep.width_before} → {re_model.config.intermediate_size} per layer "
+          f"({rep.ratio_before:.2f}x → {rep.ratio_after:.2f}x), criterion {rep.criterion}")
+    print(f"parameters  {rep.params_before:,} → {count_params(re_model):,}")
+    print(f"prompt      {prompt!r}\nbefore      {before!r}\nafter       {after!r}   (reloaded from {out})")
+    return out
+
+# %% ../nbs/03_slicing.ipynb #9c8be27c
+def cli_demo(p):
+    "`glu-prune demo`: the main job on the bundled model, offline."
+    p.add_argument("--out", default="demo_run/smollm2-2.0x", help="where to save the pruned model")
+    p.add_argument("--ratio", type=float, default=2.0, help="target expansion ratio")
+    return lambda a: demo_prune(a.out, ratio=a.ratio) and None
