@@ -80,3 +80,13 @@ def test_hub_id_offline_is_clear(tmp_path):
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 1 and "not reachable (offline)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_prunes_saves_reloads(tmp_path):
+    "The README's main job (`make demo` runs `glu-prune demo`) on the bundled model, offline."
+    out = tmp_path / "demo"
+    r = glu("demo", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "1536 → 1152" in r.stdout and "134,515,008 → 114,608,448" in r.stdout
+    assert "before" in r.stdout and "after" in r.stdout and str(out) in r.stdout
+    assert (out / "model.safetensors").exists() and (out / "pruning.json").exists()
