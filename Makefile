@@ -44,5 +44,9 @@ test-gpu: setup
 bench: setup
 	set -e; for b in bench/bench_*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python $$b; done
 
+# The docs site as Quarto would show it, rendered offline into _docs/ (nbdev-docs needs Quarto; see tools/render_docs.py).
+docs-html: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/render_docs.py
+
 clean:
 	rm -rf $(VENV) dist build _docs _proc

@@ -115,3 +115,11 @@ def test_layer_figures_on_a_tiny_model():
 def rep_params(m, r):
     from glu_pruning.slicing import prune
     return prune(m, ratio=r, inplace=False, progress=False).params_after
+
+
+def test_groups_agree_with_the_evaluation_suites():
+    "plots keeps its own copy of the task groups (it must import without lm-eval); it must match evaluation's."
+    pytest.importorskip("lm_eval")
+    from glu_pruning import evaluation, plots
+    assert plots.TASK_GROUPS == evaluation.TASK_GROUPS
+    assert {s.task for s in evaluation.SUITES["paper"]} <= set(plots.HEADLINE)

@@ -1,0 +1,138 @@
+"Sweeps end to end: resuming after SIGKILL, reports of incomplete runs, the CLI and the demo with the small budget."
+import json, os, signal, sqlite3, subprocess, sys, time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from glu_pruning.store import Store, results
+from glu_pruning.sweep import DEMO_BUDGETS, MANIFEST_FILE, STORE_FILE, missing_cells, plan, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def glu(*args, cwd=None, timeout=900):
+    return subprocess.run([sys.executable, "-m", "glu_pruning.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def test_plan_baseline_first_and_dedup():
+    cells = plan(576, 1536, ratios=[2.67, 2.4, 2.4001, 1.6], percents=[10], criteria=["ppm", "random"])
+    assert [(c["criterion"], c["width"]) for c in cells] == [
+        ("none", 1536), ("ppm", 1383), ("ppm", 922), ("random", 1383), ("random", 922)]
+    with pytest.raises(ValueError, match="must be > 0"): plan(576, 1536, ratios=[-1])
+
+
+SCRIPT = """
+import sys
+from glu_pruning.sweep import sweep
+df = sweep("smollm2-135m-instruct", ratios=[2.0, 1.6], suite=["truthfulqa_mc1", "arc_challenge"], limit=3,
+           out=sys.argv[1], progress=False)
+print("EVALUATED", df.attrs["evaluated"], "REUSED", df.attrs["reused"])
+"""
+
+
+def finished_cells(db: Path) -> pd.DataFrame:
+    if not db.exists(): return pd.DataFrame(columns=["fingerprint", "task", "finished"])
+    con = sqlite3.connect(db, timeout=30)
+    try: return pd.read_sql_query("SELECT fingerprint, task, finished FROM cells ORDER BY id", con)
+    except pd.errors.DatabaseError: return pd.DataFrame(columns=["fingerprint", "task", "finished"])
+    finally: con.close()
+
+
+def test_sweep_resumes_after_sigkill(data_dir, tmp_path):
+    "Kill a real sweep process mid-run; the rerun completes only the missing cells and keeps the finished ones."
+    run = tmp_path / "run"
+    env = dict(os.environ, GLU_PRUNING_DATA=str(data_dir))
+    p = subprocess.Popen([sys.executable, "-c", SCRIPT, str(run)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    db, deadline = run / STORE_FILE, time.time() + 600
+    while time.time() < deadline and p.poll() is None and len(finished_cells(db)) < 2: time.sleep(0.5)
+    assert p.poll() is None, f"the sweep ended before it could be killed: {p.communicate()}"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = finished_cells(db)
+    assert 2 <= len(before) < 6, before
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(run)], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"EVALUATED {6 - len(before)} REUSED {len(before)}" in r.stdout, r.stdout
+    after = finished_cells(db)
+    assert len(after) == 6
+    kept = before.merge(after, on=["fingerprint", "task"], suffixes=("_before", "_after"))
+    assert len(kept) == len(before) and (kept.finished_before == kept.finished_after).all()  # not redone
+    manifest = json.loads((run / MANIFEST_FILE).read_text())
+    assert missing_cells(results(db), manifest).empty
+
+
+def fake_run(tmp_path, tasks=("mmlu", "arc_challenge", "ifeval", "truthfulqa_mc2"), skip=()):
+    "A run directory whose store was written through the Store API (no model), with some cells left out."
+    run = tmp_path / "fake"
+    run.mkdir()
+    cells = plan(576, 1536, ratios=[2.4, 2.0, 1.6])
+    metric = {"mmlu": "acc", "arc_challenge": "acc_norm", "ifeval": "prompt_level_strict_acc", "truthfulqa_mc2": "acc"}
+    with Store(run / STORE_FILE) as st:
+        for i, c in enumerate(cells):
+            c.update(fingerprint=f"fp{i}", params=135_000_000 - i * 10_000_000)
+            st.add_variant(c["fingerprint"], "smollm2-135m-instruct", ratio=c["ratio"], criterion=c["criterion"],
+                           spec=c["spec"], base_fingerprint="fp0")
+            for t in tasks:
+                if (c["ratio"], t) in skip: continue
+                v = 0.4 - 0.05 * i if t in ("mmlu", "arc_challenge") else 0.3 + 0.02 * i
+                st.record(c["fingerprint"], t, {"n_shot": 0}, [dict(metric=metric[t], value=v, stderr=0.02)],
+                          group="fragile" if t in ("mmlu", "arc_challenge") else "robust")
+    manifest = dict(model="smollm2-135m-instruct", label="SmolLM2 (fake)", model_type="llama", hidden=576, width=1536,
+                    own_ratio=1536 / 576, suite="quick", tasks=list(tasks), criteria=["ppm"], cells=cells,
+                    unavailable={"hellaswag": "hellaswag: validation.jsonl is missing"}, store=STORE_FILE)
+    (run / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return run
+
+
+def test_report_with_missing_tasks_says_what_is_missing(tmp_path):
+    run = fake_run(tmp_path, skip={(2.0, "ifeval"), (1.6007, "ifeval"), (1.6007, "mmlu")})
+    page = report(run, explorer=False)
+    md = (page.parent / "report.md").read_text()
+    assert "3 of 16 (variant, task) cells have no result yet" in md
+    assert "ifeval: ppm 2x, ppm 1.6x" in md and "mmlu: ppm 1.6x" in md
+    assert "**hellaswag**: not run, its data is not available" in md
+    figs = sorted(p.name for p in (page.parent / "figures").iterdir())
+    assert figs == ["correlation.png", "dichotomy.png", "params.png", "tasks.png"]
+    html = page.read_text()
+    assert html.count("data:image/png;base64") == 4 and "What is missing" in html
+    csv = pd.read_csv(page.parent / "results.csv")
+    assert len(csv) == 16 - 3 and set(csv.model) == {"SmolLM2 (fake)"}
+
+
+def test_report_of_a_complete_run_and_an_empty_one(tmp_path):
+    run = fake_run(tmp_path)
+    page = report(run, explorer=True)
+    md = (page.parent / "report.md").read_text()
+    assert "cells have no result yet" not in md and (page.parent / "explorer.html").stat().st_size > 3_000_000
+    assert "MMLU vs TruthfulQA-MC2 on this run: r = -1.000" in md      # built perfectly anti-correlated
+    (run / STORE_FILE).unlink()
+    for f in run.glob(STORE_FILE + "-*"): f.unlink()
+    page = report(run, out=tmp_path / "empty", explorer=False)
+    assert "16 of 16 (variant, task) cells have no result yet" in (page.parent / "report.md").read_text()
+
+
+def test_report_cli(tmp_path):
+    run = fake_run(tmp_path)
+    r = glu("report", run, "--no-explorer", "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    assert "report.html" in r.stdout and (tmp_path / "rep" / "report.html").exists()
+    r = glu("report", tmp_path / "nothing-here")
+    assert r.returncode == 1 and "is not a sweep run directory" in r.stderr
+
+
+def test_demo_small_budget_then_rerun_reuses_the_store(data_dir, tmp_path):
+    "The README's first command with CI's budget; the second run evaluates nothing."
+    assert len(DEMO_BUDGETS["small"]["ratios"]) >= 4
+    r = glu("demo", "--budget", "small", "--out", tmp_path / "demo", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = tmp_path / "demo" / "small" / "report" / "report.html"
+    assert f"The report is at {page.resolve()}" in r.stdout
+    assert "0 reused from the store" in r.stdout
+    df = pd.read_csv(page.parent / "results.csv")
+    assert sorted(df.ratio.unique()) == [1.2014, 1.6007, 2.0, 2.4010, 2.6667]
+    r2 = glu("demo", "--budget", "small", "--out", tmp_path / "demo", timeout=600)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "0 cells evaluated, 20 reused from the store" in r2.stdout, r2.stdout
