@@ -21,7 +21,7 @@ from .scoring import CRITERIA, score
 
 # %% auto #0
 __all__ = ['target_width', 'keep_indices', 'slice_mlp', 'PruneReport', 'prune', 'pruning_metadata', 'model_card',
-           'write_pruning_files', 'save_pruned', 'cli_prune', 'demo_prune', 'cli_demo']
+           'write_pruning_files', 'save_pruned', 'cli_prune', 'demo_prune']
 
 # %% ../nbs/03_slicing.ipynb #1f8f22d3
 def target_width(intermediate: int, # current width I
@@ -278,7 +278,7 @@ def cli_prune(p):
     return run
 
 # %% ../nbs/03_slicing.ipynb #d4a7d3f9
-def demo_prune(out_dir="demo_run/smollm2-2.0x", # where the pruned model is saved (replaced if it is one)
+def demo_prune(out_dir="smollm2-2.0x", # where the pruned model is saved (replaced if it is one)
                ratio: float = 2.0, prompt: str = "What is the capital of France?", max_new_tokens: int = 24):
     "Prune the bundled SmolLM2 to `ratio`, save, reload with stock transformers, print before/after."
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -296,10 +296,3 @@ def demo_prune(out_dir="demo_run/smollm2-2.0x", # where the pruned model is save
     print(f"parameters  {rep.params_before:,} → {count_params(re_model):,}")
     print(f"prompt      {prompt!r}\nbefore      {before!r}\nafter       {after!r}   (reloaded from {out})")
     return out
-
-# %% ../nbs/03_slicing.ipynb #9c8be27c
-def cli_demo(p):
-    "`glu-prune demo`: the main job on the bundled model, offline."
-    p.add_argument("--out", default="demo_run/smollm2-2.0x", help="where to save the pruned model")
-    p.add_argument("--ratio", type=float, default=2.0, help="target expansion ratio")
-    return lambda a: demo_prune(a.out, ratio=a.ratio) and None

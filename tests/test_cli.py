@@ -82,10 +82,11 @@ def test_hub_id_offline_is_clear(tmp_path):
     assert r.returncode == 1 and "not reachable (offline)" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_demo_prunes_saves_reloads(tmp_path):
-    "The README's main job (`make demo` runs `glu-prune demo`) on the bundled model, offline."
+def test_demo_prune_saves_reloads(tmp_path):
+    "The one-call recap of the slicing notebook on the bundled model, offline, in a fresh process."
     out = tmp_path / "demo"
-    r = glu("demo", "--out", out)
+    r = subprocess.run([sys.executable, "-c", f"from glu_pruning.slicing import demo_prune; demo_prune({str(out)!r})"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "1536 → 1152" in r.stdout and "134,515,008 → 114,608,448" in r.stdout
     assert "before" in r.stdout and "after" in r.stdout and str(out) in r.stdout
