@@ -204,7 +204,7 @@ def render_report(df: pd.DataFrame, # tidy results of the run (`glu_pruning.stor
                   paper: bool = True, # draw the paper's numbers next to the run
                   explorer: bool = True, # also write the standalone in-browser explorer
                  ) -> Path:
-    "Write report.html (self-contained), report.md, figures/*.png and results.csv; return the HTML path."
+    "Write `report.html` (self-contained), `report.md`, `figures/*.png` and `results.csv`; return the HTML path."
     import matplotlib
     from glu_pruning.plots import correlation, plot_correlation, plot_dichotomy, plot_params, plot_tasks
     out = Path(out); (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("GLU_CHROMIUM") or next(
     (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH: `apt-get install -y chromium` "
-                                                          "(Debian) to run the in-browser docs test")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on PATH: `apt-get install -y "
+                                                              "chromium` (Debian) to run the in-browser docs test")
 
 
 class Browser:
@@ -151,6 +151,7 @@ STATE = f"""(() => {{ const g = {FIG}; const i = g.layout.sliders.findIndex(s =>
           paths: [...g.querySelectorAll('.barlayer path')].map(p => p.getAttribute('d')).join('|')}}; }})()"""
 
 
+@needs_chromium
 def test_explorer_slider_changes_the_figure(site, page, tmp_path):
     url, out = site
     shots = shots_dir(tmp_path)
@@ -193,3 +194,29 @@ def test_explorer_slider_changes_the_figure(site, page, tmp_path):
     assert other["name"] != after["name"] and other["bars"] != after["bars"]
     errors = [e for e in page.events if e.get("method") == "Runtime.exceptionThrown"]
     assert not errors, errors[:2]
+
+
+def render_docs():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("render_docs", ROOT / "tools" / "render_docs.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_is_generated_from_index(tmp_path):
+    "README.md is nbs/index.ipynb rendered (edit the notebook, then `python tools/render_docs.py --readme-only`)."
+    out = tmp_path / "README.md"
+    render_docs().readme(ROOT / "nbs" / "index.ipynb", out)
+    assert out.read_text() == (ROOT / "README.md").read_text(), \
+        "README.md is out of date with nbs/index.ipynb: run `python tools/render_docs.py --readme-only`"
+    lines = out.read_text().splitlines()
+    assert "make demo" in lines and "make test" in lines and "## Project layout" in lines
+
+
+def test_quarto_syntax_is_translated():
+    rd = render_docs()
+    assert rd.quarto_links('[source](https://x/y.py#L3){target="_blank" style="float:right"}') == \
+        '<a href="https://x/y.py#L3" target="_blank" style="float:right">source</a>'
+    opts, code = rd.directives("#| echo: false\n#| hide\nx = 1")
+    assert opts == {"echo": "false", "hide": "true"} and code == "x = 1"
+    assert rd.callouts("::: {.callout-note}\nhi\n:::") == '<div class="callout callout-note">\n\nhi\n\n</div>'
