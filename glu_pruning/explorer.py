@@ -77,11 +77,12 @@ def explorer_figure(df: pd.DataFrame | None = None, # your tidy results (e.g. a 
         tasks = list(dict.fromkeys(m.task))
         def at(r, m=m, tasks=tasks):
             a = m[m.ratio == r].set_index("task").reindex(tasks)
-            text = [("missing" if pd.isna(v) else f"{v:.3g} (baseline 0)" if pd.isna(p) else f"{p:.0f} % ({v:.3g})")
-                    for p, v in zip(a.pct, a.value)]
-            return a.pct.round(2).tolist(), text
-        x0, t0 = at(ratios[start])
-        fig.add_trace(go.Bar(x=x0, y=tasks, orientation="h", text=t0, textposition="auto", showlegend=False,
+            text = [("missing" if pd.isna(v) else f"no % of a baseline of 0 (now {v:.3g})" if pd.isna(p)
+                     else f"{p:.0f} % ({v:.3g})") for p, v in zip(a.pct, a.value)]
+            pos = ["outside" if pd.isna(p) else "auto" for p in a.pct]   # an empty bar shows its text beside it
+            return a.pct.fillna(0).round(2).tolist(), text, pos
+        x0, t0, p0 = at(ratios[start])
+        fig.add_trace(go.Bar(x=x0, y=tasks, orientation="h", text=t0, textposition=p0, showlegend=False, cliponaxis=False,
                              marker_color=[GROUP_COLORS[TASK_GROUPS.get(t, "fragile")] for t in tasks],
                              name=f"bars {i}", visible=i == 0,
                              hovertemplate="%{y}: %{x:.1f} % of baseline<extra></extra>"), row=1, col=2)
@@ -93,9 +94,9 @@ def explorer_figure(df: pd.DataFrame | None = None, # your tidy results (e.g. a 
                     dict(type="line", xref="x2", yref="paper", x0=100, x1=100, y0=0, y1=1, line=dict(color="#888", width=1))]
         steps = []
         for r in ratios:
-            x, text = at(r)
+            x, text, pos = at(r)
             steps.append(dict(method="update", label=f"{r:.3g}x",
-                              args=[{"x": [x], "text": [text]}, {"shapes": shapes(r)}, [bars[-1]]]))
+                              args=[{"x": [x], "text": [text], "textposition": [pos]}, {"shapes": shapes(r)}, [bars[-1]]]))
         sliders.append(dict(active=start, steps=steps, visible=i == 0, x=0.0, len=1.0, y=-0.08, pad=dict(t=30),
                             currentvalue=dict(prefix=f"{_label(model, src)} · expansion ratio: ", font=dict(size=14))))
         views.append(dict(shapes=shapes(ratios[start]), xrange=xr, categories=tasks[::-1]))
