@@ -219,7 +219,8 @@ def render_report(df: pd.DataFrame, # tidy results of the run (`glu_pruning.stor
         ppm = df[df.criterion.isin(["ppm", "none"])] if "ppm" in set(df.criterion) else df
         figs["dichotomy"] = (plot_dichotomy(ppm, paper=paper) if ppm.task.isin(_KNOWN).any() else None,
                              "Percent of the unpruned score against expansion ratio: fragile (red) vs robust (blue) "
-                             "tasks, group means with 95 % bands" + ("; dashed and dotted: the paper's Llama-3.2-1B and -3B." if paper else "."))
+                             "tasks, group means with 95 % bands; perplexities are in the per-task figure"
+                             + ("; dashed and dotted: the paper's Llama-3.2-1B and -3B." if paper else "."))
         figs["tasks"] = (plot_tasks(ppm, paper=paper), "Each task's headline metric against ratio"
                          + (" (solid: this run; dashed: the paper)." if paper else "."))
         if {"mmlu", "truthfulqa_mc2"} <= set(df.task) and df.ratio.nunique() > 2:
