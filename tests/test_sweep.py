@@ -136,3 +136,17 @@ def test_demo_small_budget_then_rerun_reuses_the_store(data_dir, tmp_path):
     r2 = glu("demo", "--budget", "small", "--out", tmp_path / "demo", timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "0 cells evaluated, 20 reused from the store" in r2.stdout, r2.stdout
+
+
+def test_sweep_cli_with_the_baseline_ratio_in_the_list(data_dir, tmp_path):
+    "`glu-prune sweep MODEL --ratios 2.67 2.0 ...`: 2.67 is SmolLM2's own ratio, so it is the baseline, not an error."
+    out = tmp_path / "run"
+    r = glu("sweep", "smollm2-135m-instruct", "--ratios", "2.67", "2.0", "--suite", "quick:arc_challenge", "--limit", 2,
+            "--data-dir", data_dir, "--out", out, "--report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 cells evaluated, 0 reused" in r.stdout and "report: " in r.stdout
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert [(c["criterion"], c["width"]) for c in manifest["cells"]] == [("none", 1536), ("ppm", 1152)]
+    assert (out / "report" / "report.html").exists()
+    r = glu("sweep", "smollm2-135m-instruct", "--suite", "quick:no_such_task", "--out", tmp_path / "bad")
+    assert r.returncode == 1 and "not in the 'quick' suite" in r.stderr
