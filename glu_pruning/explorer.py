@@ -20,6 +20,10 @@ from .plots import (GROUP_COLORS, HEADLINE, LOWER_IS_BETTER, TASK_GROUPS, normal
                                paper_results, plot_dichotomy)
 
 # %% ../nbs/08_explorer.ipynb #0235dda0
+_CRITERION_NAMES = {"ppm": "PPM", "random": "random", "l1": "L1 norm", "l2": "L2 norm", "vow": "VOW", "pon": "PON",
+                    "activation": "activation", "wanda": "Wanda", "ppm_x_activation": "PPM × activation"}
+_GROUP_NAMES = {"all": "all tasks", "fragile": "fragile tasks", "robust": "robust tasks"}
+
 def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool) -> pd.DataFrame:
     frames = []
     if df is not None:
@@ -29,95 +33,149 @@ def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool
     if paper is not False: frames.append(paper_results(None if paper is True else paper))
     if not frames: raise ValueError("nothing to show: pass a results table `df`, or keep `paper=True`")
     d = only_headline(pd.concat(frames, ignore_index=True))
+    d["source"] = d.source.fillna("yours")
+    d["criterion"] = d.criterion.fillna("ppm") if "criterion" in d else "ppm"
     d["group"] = d.get("group", pd.Series(index=d.index, dtype=object)).fillna(d.task.map(TASK_GROUPS))
     d = d[d.group.notna()]
     if not perplexity: d = d[~d.metric.isin(LOWER_IS_BETTER)]
-    if "criterion" in d:  # one curve per model: PPM (the baseline row has criterion "none")
-        d = d[d.criterion.isin(["ppm", "none"]) | d.criterion.isna()]
     if d.empty: raise ValueError("no rows with a known task group left to show; expected lm-eval tasks such as "
                                  f"{sorted(TASK_GROUPS)[:4]}…")
-    n = normalise(d)
+    n = normalise(d)   # per source and model: percent of the row at the largest ratio, the unpruned baseline
+    n["is_base"] = np.isclose(n.ratio, n.base_ratio)
+    runs = {k: i for i, k in enumerate(dict.fromkeys(zip(n.source, n.model)))}   # yours first, in your order
+    n["run"] = [runs[k] for k in zip(n.source, n.model)]
     order = {t: i for i, t in enumerate(HEADLINE)}
-    return n.sort_values(["group", "task"], key=lambda s: s.map(order) if s.name == "task" else s)
+    return n.sort_values(["run", "group", "task"], key=lambda s: s.map(order) if s.name == "task" else s)
 
-def _label(model: str, source: str) -> str:
-    return model.split("/")[-1] + (" (paper)" if source == "paper" else "")
+def _criteria(m: pd.DataFrame) -> list[str]:
+    "The pruning criteria of one model's rows, PPM first (the baseline's 'none' is not one)."
+    cs = sorted(set(m[~m.is_base].criterion) - {"none"}, key=lambda c: (c != "ppm", c))
+    return cs or ["ppm"]
+
+def _label(model: str, source) -> str:
+    short = model.split("/")[-1]
+    return short if source is None or pd.isna(source) or source == "yours" else f"{short} ({source})"
 
 # %% ../nbs/08_explorer.ipynb #bd4f52d0
-def explorer_figure(df: pd.DataFrame | None = None, # your tidy results (e.g. a stored SmolLM2 sweep), or None
+def explorer_figure(df: pd.DataFrame | None = None, # your tidy results (a `source` column tells runs apart), or None
                     paper: bool | str = True,   # add the paper's models (True, "1B", "3B") or not (False)
                     perplexity: bool = False,   # include perplexity tasks (inverted: baseline / value)
-                    height: int = 520,          # figure height in pixels
+                    height: int = 640,          # figure height in pixels
                    ):
-    "A plotly figure with a ratio slider and a model menu: per-task % of baseline, curves and bars."
+    "A plotly figure with a ratio slider and model, task-group and criterion menus: per-task % of baseline, curves and bars."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     n = _explorer_table(df, paper, perplexity)
     models = list(dict.fromkeys(zip(n.source, n.model)))
+    top, bottom = 150, 110   # margins in pixels: a row of menus, a row of legend, then the panel titles
     fig = make_subplots(rows=1, cols=2, column_widths=[0.56, 0.44], horizontal_spacing=0.16,
                         subplot_titles=("% of unpruned score along the ratios", "at the chosen ratio"))
-    owner, bars, sliders, views = [], [], [], []
+    tag = []   # (model, criterion, group) of every trace; None matches any (the ratio marker)
+    def add(trace, i, crit, grp, col):
+        trace.meta = dict(model=i, criterion=crit, group=grp)   # which view it belongs to (tests read it too)
+        fig.add_trace(trace, row=1, col=col); tag.append((i, crit, grp))
+        return len(fig.data) - 1
+    info = []
     for i, (src, model) in enumerate(models):
         m = n[(n.source == src) & (n.model == model)]
+        crits, groups = _criteria(m), [g for g in ("fragile", "robust") if g in set(m.group)]
+        tasks = {g: list(dict.fromkeys(m[m.group == g].task)) for g in groups}
         ratios = sorted(m.ratio.unique(), reverse=True)
-        start = min(range(len(ratios)), key=lambda j: abs(ratios[j] - 2.4)) if len(ratios) > 1 else 0
-        for (grp, task), t in m.groupby(["group", "task"], sort=False):
-            t = t.sort_values("ratio")
-            fig.add_trace(go.Scatter(x=t.ratio, y=t.pct, mode="lines+markers", name=task, legendgroup=grp,
-                                     line=dict(color=GROUP_COLORS[grp], width=1.3), marker=dict(size=4), opacity=0.55,
-                                     visible=i == 0, showlegend=False,
-                                     hovertemplate=f"{task}<br>%{{x}}x: %{{y:.1f}} %<extra></extra>"), row=1, col=1)
-            owner.append(i)
-        for grp, g in m.groupby("group"):
-            gm = g.groupby("ratio").pct.mean().sort_index()
-            fig.add_trace(go.Scatter(x=gm.index, y=gm.values, mode="lines", name=f"{grp} (mean)",
-                                     line=dict(color=GROUP_COLORS[grp], width=4), visible=i == 0,
-                                     hovertemplate=f"{grp} mean<br>%{{x}}x: %{{y:.1f}} %<extra></extra>"), row=1, col=1)
-            owner.append(i)
-        tasks = list(dict.fromkeys(m.task))
-        def at(r, m=m, tasks=tasks):
-            a = m[m.ratio == r].set_index("task").reindex(tasks)
+        pruned = [r for r in ratios if r < ratios[0]] or ratios
+        start = ratios.index(min(pruned, key=lambda r: abs(r - 2.4)))
+        first = i == 0
+        lo, hi = np.nanmin(m.pct), np.nanmax(m.pct)
+        marker = add(go.Scatter(x=[ratios[start]] * 2, y=[min(lo, 100) - 5, max(hi, 100) + 5], mode="lines",
+                                line=dict(color="#333", dash="dot", width=1.5), hoverinfo="skip", showlegend=False,
+                                name="chosen ratio", visible=first), i, None, None, 1)
+        bars = []   # (trace index, criterion, group)
+        def at(r, mc, tl):
+            a = mc[np.isclose(mc.ratio, r)].set_index("task").reindex(tl)
             text = [("missing" if pd.isna(v) else f"no % of a baseline of 0 (now {v:.3g})" if pd.isna(p)
                      else f"{p:.0f} % ({v:.3g})") for p, v in zip(a.pct, a.value)]
             pos = ["outside" if pd.isna(p) else "auto" for p in a.pct]   # an empty bar shows its text beside it
             return a.pct.fillna(0).round(2).tolist(), text, pos
-        x0, t0, p0 = at(ratios[start])
-        fig.add_trace(go.Bar(x=x0, y=tasks, orientation="h", text=t0, textposition=p0, showlegend=False, cliponaxis=False,
-                             marker_color=[GROUP_COLORS[TASK_GROUPS.get(t, "fragile")] for t in tasks],
-                             name=f"bars {i}", visible=i == 0,
-                             hovertemplate="%{y}: %{x:.1f} % of baseline<extra></extra>"), row=1, col=2)
-        owner.append(i); bars.append(len(fig.data) - 1)
-        xr = [max(ratios) + 0.1, min(ratios) - 0.1]
-        def shapes(r):
-            return [dict(type="line", xref="x", yref="paper", x0=r, x1=r, y0=0, y1=1, line=dict(color="#333", dash="dot")),
-                    dict(type="line", xref="x", yref="y", x0=xr[0], x1=xr[1], y0=100, y1=100, line=dict(color="#888", width=1)),
-                    dict(type="line", xref="x2", yref="paper", x0=100, x1=100, y0=0, y1=1, line=dict(color="#888", width=1))]
+        for c in crits:
+            mc = m[(m.criterion == c) | m.is_base]
+            vis = first and c == crits[0]
+            for (grp, task), t in mc.groupby(["group", "task"], sort=False):
+                t = t.sort_values("ratio")
+                add(go.Scatter(x=t.ratio, y=t.pct, mode="lines+markers", name=task, legendgroup=grp,
+                               line=dict(color=GROUP_COLORS[grp], width=1.3), marker=dict(size=4), opacity=0.55,
+                               visible=vis, showlegend=False,
+                               hovertemplate=f"{task}<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, c, grp, 1)
+            for grp in groups:
+                gm = mc[mc.group == grp].groupby("ratio").pct.mean().sort_index()
+                add(go.Scatter(x=gm.index, y=gm.values, mode="lines", name=f"{grp} tasks (mean)", legendgroup=grp,
+                               line=dict(color=GROUP_COLORS[grp], width=4), visible=vis,
+                               hovertemplate=f"{grp} mean<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, c, grp, 1)
+            for grp in groups:
+                x0, t0, p0 = at(ratios[start], mc, tasks[grp])
+                k = add(go.Bar(x=x0, y=tasks[grp], orientation="h", text=t0, textposition=p0, showlegend=False,
+                               cliponaxis=False, marker_color=GROUP_COLORS[grp], name=f"{grp} at ratio", visible=vis,
+                               hovertemplate="%{y}: %{x:.1f} % of baseline<extra></extra>"), i, c, grp, 2)
+                bars.append((k, mc, tasks[grp]))
         steps = []
         for r in ratios:
-            x, text, pos = at(r)
-            steps.append(dict(method="update", label=f"{r:.3g}x",
-                              args=[{"x": [x], "text": [text], "textposition": [pos]}, {"shapes": shapes(r)}, [bars[-1]]]))
-        sliders.append(dict(active=start, steps=steps, visible=i == 0, x=0.0, len=1.0, y=-0.08, pad=dict(t=30),
-                            currentvalue=dict(prefix=f"{_label(model, src)} · expansion ratio: ", font=dict(size=14))))
-        views.append(dict(shapes=shapes(ratios[start]), xrange=xr, categories=tasks[::-1]))
-    buttons = []
-    for i, (src, model) in enumerate(models):
-        lay = {f"sliders[{j}].visible": j == i for j in range(len(models))}
-        lay.update({"shapes": views[i]["shapes"], "xaxis.range": views[i]["xrange"],
-                    "yaxis2.categoryarray": views[i]["categories"]})
-        buttons.append(dict(method="update", label=_label(model, src),
-                            args=[{"visible": [o == i for o in owner]}, lay]))
-    pmax = float(np.nanmax(n.pct)) if len(n) else 100
-    fig.update_layout(height=height, sliders=sliders, shapes=views[0]["shapes"], margin=dict(t=90, b=110, l=60, r=20),
-                      updatemenus=[dict(buttons=buttons, direction="down", x=0.0, xanchor="left", y=1.22, yanchor="top",
-                                        showactive=True, active=0)],
-                      legend=dict(orientation="h", x=1.0, xanchor="right", y=1.2), template="plotly_white",
-                      title=dict(text="Width pruning dichotomy explorer", x=0.5, y=0.98))
-    fig.update_xaxes(title_text="expansion ratio (intermediate / hidden)", range=views[0]["xrange"], row=1, col=1)
+            upd = [at(r, mc, tl) for _, mc, tl in bars]
+            steps.append(dict(method="update", label=f"{r:.3g}x", args=[
+                {"x": [u[0] for u in upd] + [[r, r]], "text": [u[1] for u in upd] + [["", ""]],
+                 "textposition": [u[2] for u in upd] + [["top center"] * 2]}, {}, [k for k, _, _ in bars] + [marker]]))
+        info.append(dict(label=_label(model, src), crits=crits, groups=["all"] + groups, tasks=tasks, steps=steps,
+                         start=start, bars=[k for k, _, _ in bars], marker=marker,
+                         xrange=[ratios[0] + 0.1, ratios[-1] - 0.1], x2range=[0, max(hi * 1.15, 125)]))
+
+    def visible(i, grp, crit):
+        return [t[0] == i and t[1] in (crit, None) and t[2] in ((grp, None) if grp != "all" else (t[2],))
+                for t in tag]
+    def cats(i, grp):   # bar rows top to bottom
+        v = info[i]
+        return [t for g in v["groups"][1:] if grp in ("all", g) for t in v["tasks"][g]][::-1]
+    def crit_buttons(i, grp):
+        return [dict(method="update", label=_CRITERION_NAMES.get(c, c), args=[{"visible": visible(i, grp, c)}, {}])
+                for c in info[i]["crits"]]
+    def group_buttons(i):
+        c0 = info[i]["crits"][0]
+        return [dict(method="update", label=_GROUP_NAMES[g], args=[{"visible": visible(i, g, c0)}, {
+                    **rows(i, g), "updatemenus[2].buttons": crit_buttons(i, g),
+                    "updatemenus[2].active": 0}]) for g in info[i]["groups"]]
+    def rows(i, grp):   # the bar panel: categories top to bottom, and room for at least 8 rows so bars keep a size
+        c = cats(i, grp)
+        return {"yaxis2.categoryarray": c, "yaxis2.range": [len(c) - 0.5 - max(len(c), 8), len(c) - 0.5]}
+    def model_layout(i):
+        v = info[i]
+        return {"xaxis.range": v["xrange"], "xaxis2.range": v["x2range"], **rows(i, "all"),
+                **{f"sliders[{j}].visible": j == i for j in range(len(info))}}
+    model_buttons = [dict(method="update", label=v["label"], args=[{"visible": visible(i, "all", v["crits"][0])}, {
+                        **model_layout(i), "updatemenus[1].buttons": group_buttons(i), "updatemenus[1].active": 0,
+                        "updatemenus[2].buttons": crit_buttons(i, "all"), "updatemenus[2].active": 0}])
+                     for i, v in enumerate(info)]
+    sliders = [dict(active=v["start"], steps=v["steps"], visible=i == 0, x=0.0, len=1.0, y=-0.08, pad=dict(t=30),
+                    currentvalue=dict(prefix=f"{v['label']} · expansion ratio: ", font=dict(size=14)))
+               for i, v in enumerate(info)]
+    h = height - top - bottom
+    y_menu, y_legend = 1 + (top - 12) / h, 1 + (top - 62) / h   # in plot-area fractions, from pixels below the top
+    menu = dict(direction="down", y=y_menu, yanchor="top", showactive=True, active=0, xanchor="left",
+                pad=dict(t=0, b=0), bgcolor="#f7f7f9")
+    menus = [dict(menu, buttons=model_buttons, x=0.065), dict(menu, buttons=group_buttons(0), x=0.5),
+             dict(menu, buttons=crit_buttons(0, "all"), x=0.76)]
+    labels = [dict(text=f"<b>{t}</b>", x=x, y=y_menu - 0.01, xref="paper", yref="paper", xanchor="right",
+                   yanchor="top", showarrow=False, font=dict(size=13))
+              for t, x in (("model", 0.06), ("tasks", 0.495), ("criterion", 0.755))]
+    ref = [dict(type="line", xref="x domain", yref="y", x0=0, x1=1, y0=100, y1=100, line=dict(color="#888", width=1)),
+           dict(type="line", xref="x2", yref="y2 domain", x0=100, x1=100, y0=0, y1=1, line=dict(color="#888", width=1))]
+    fig.update_layout(height=height, sliders=sliders, updatemenus=menus, shapes=ref, template="plotly_white",
+                      margin=dict(t=top, b=bottom, l=60, r=20),
+                      legend=dict(orientation="h", x=0.0, xanchor="left", y=y_legend, yanchor="top"))
+    fig.layout.annotations = tuple(fig.layout.annotations) + tuple(labels)
+    fig.update_xaxes(title_text="expansion ratio (intermediate / hidden)", range=info[0]["xrange"], row=1, col=1)
     fig.update_yaxes(title_text="% of unpruned score", row=1, col=1)
-    fig.update_xaxes(title_text="% of unpruned score", range=[0, max(pmax * 1.12, 120)], row=1, col=2)
-    fig.update_yaxes(categoryorder="array", categoryarray=views[0]["categories"], row=1, col=2)
-    fig.update_layout(meta=dict(models=[_label(m, s) for s, m in models], bars=bars))  # for tests and captions
+    fig.update_xaxes(title_text="% of unpruned score", range=info[0]["x2range"], row=1, col=2)
+    fig.update_yaxes(categoryorder="array", categoryarray=cats(0, "all"), range=rows(0, "all")["yaxis2.range"],
+                     row=1, col=2)
+    fig.update_layout(meta=dict(models=[v["label"] for v in info], criteria=[v["crits"] for v in info],
+                                groups=[v["groups"] for v in info], bars=[v["bars"] for v in info],
+                                markers=[v["marker"] for v in info]))   # for tests and captions
     return fig
 
 # %% ../nbs/08_explorer.ipynb #17a48d99

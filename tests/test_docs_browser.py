@@ -1,5 +1,6 @@
 """The docs site in a real browser: render the explorer page as the site shows it, open it in headless Chromium,
-move the in-browser ratio slider and the model menu, and check that the figure changes.
+move the in-browser ratio slider and change the model, task-group and criterion menus, and check that the figure
+changes each time.
 
 Chromium is driven over the DevTools protocol through a pipe (`--remote-debugging-pipe`), so no Python browser
 package is needed. Set GLU_SCREENSHOTS=DIR to keep the screenshots for a look.
@@ -142,13 +143,32 @@ def shots_dir(tmp_path) -> Path:
     return d
 
 
-# JS helpers: the first explorer figure on the page (it carries `layout.meta.bars`) and its visible bars.
+# JS helpers: the first explorer figure on the page (it carries `layout.meta.bars`), what it shows now.
 FIG = "[...document.querySelectorAll('.js-plotly-plot')].find(g => g.layout && g.layout.meta && g.layout.meta.bars)"
 STATE = f"""(() => {{ const g = {FIG}; const i = g.layout.sliders.findIndex(s => s.visible !== false);
-  const bar = g.data.filter(t => t.type === 'bar' && t.visible !== false)[0];
+  const shown = g.data.filter(t => t.visible !== false), bars = shown.filter(t => t.type === 'bar');
   return {{slider: i, active: g.layout.sliders[i].active, label: g.layout.sliders[i].steps[g.layout.sliders[i].active].label,
-          bars: bar.x, tasks: bar.y, name: bar.name, shape_x: g.layout.shapes[0].x0,
+          bars: bars.map(t => t.x), tasks: bars.map(t => t.y).flat(), names: bars.map(t => t.name),
+          views: shown.map(t => [t.meta.model, t.meta.criterion, t.meta.group]),
+          menus: g.layout.updatemenus.map(m => m.buttons[m.active || 0].label),
+          marker_x: g.data[g.layout.meta.markers[i]].x[0],
+          rows: [...g.querySelectorAll('.yaxislayer-above text, .yaxislayer-below text')].map(t => t.textContent),
           paths: [...g.querySelectorAll('.barlayer path')].map(p => p.getAttribute('d')).join('|')}}; }})()"""
+
+
+def pick(page, menu: int, label: str):
+    "Open the figure's menu number `menu` (0 model, 1 tasks, 2 criterion) and click its entry `label`."
+    hdr = page.js(f"""(() => {{ const r = {FIG}.querySelectorAll('.updatemenu-header')[{menu}].getBoundingClientRect();
+                   return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+    page.click(*hdr)
+    time.sleep(0.5)
+    items = page.js(f"""[...{FIG}.querySelectorAll('.updatemenu-dropdown-button')].map(b => {{ const r = b.getBoundingClientRect();
+                     return [r.x + r.width / 2, r.y + r.height / 2, b.textContent]; }})""")
+    hit = [it for it in items if it[2] == label]
+    assert hit, f"menu {menu} has no entry {label!r}: {[it[2] for it in items]}"
+    page.click(*hit[0][:2])
+    page.wait_js(f"{FIG}.layout.updatemenus[{menu}].buttons[{FIG}.layout.updatemenus[{menu}].active].label === {json.dumps(label)}")
+    time.sleep(0.8)   # let plotly redraw
 
 
 @needs_chromium
@@ -162,6 +182,8 @@ def test_explorer_slider_changes_the_figure(site, page, tmp_path):
     time.sleep(0.5)
     box = page.js(f"(() => {{ const r = {FIG}.getBoundingClientRect(); return {{x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}}; }})()")  # page coordinates
     before = page.js(STATE)
+    models = page.js(f"{FIG}.layout.meta.models")
+    assert before["menus"] == [models[0], "all tasks", "PPM"]
     png0 = page.screenshot(shots / "explorer_0_initial.png", box)
     # Move the slider: click the tick of a different step on the visible slider's rail.
     ticks = page.js("""[...document.querySelectorAll('.slider-group .slider-tick-rect')].map(t => {
@@ -176,22 +198,29 @@ def test_explorer_slider_changes_the_figure(site, page, tmp_path):
     assert after["label"] != before["label"]
     assert after["bars"] != before["bars"], "the bar values did not change with the slider"
     assert after["paths"] != before["paths"], "the drawn bars (SVG) did not change"
-    assert after["shape_x"] != before["shape_x"], "the ratio marker did not move"
+    assert after["marker_x"] != before["marker_x"], "the ratio marker did not move"
     assert png0 != png1
-    # The model menu: switch to the next model, whose slider then appears with its own ratios.
-    hdr = page.js(f"""(() => {{ const r = {FIG}.querySelector('.updatemenu-header').getBoundingClientRect();
-                   return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
-    page.click(*hdr)
-    time.sleep(0.5)
-    items = page.js(f"""[...{FIG}.querySelectorAll('.updatemenu-dropdown-button')].map(b => {{ const r = b.getBoundingClientRect();
-                     return [r.x + r.width / 2, r.y + r.height / 2, b.textContent]; }})""")
-    assert len(items) >= 2, f"expected a menu entry per model, got {items}"
-    page.click(*items[1][:2])
-    page.wait_js(f"{FIG}.layout.sliders.findIndex(s => s.visible !== false) === 1")
-    time.sleep(0.8)
+    # The model menu: the criteria sweep, whose slider then appears with its own ratios and its criteria in the menu.
+    crit_run = next(i for i, c in enumerate(page.js(f"{FIG}.layout.meta.criteria")) if len(c) > 1)
+    pick(page, 0, models[crit_run])
+    page.wait_js(f"{FIG}.layout.sliders.findIndex(s => s.visible !== false) === {crit_run}")
     other = page.js(STATE)
     page.screenshot(shots / "explorer_2_other_model.png", box)
-    assert other["name"] != after["name"] and other["bars"] != after["bars"]
+    assert other["names"] != after["names"] or other["bars"] != after["bars"]
+    assert {v[0] for v in other["views"]} == {crit_run} and other["menus"] == [models[crit_run], "all tasks", "PPM"]
+    # The criterion menu: the same ratio, another criterion's bars.
+    pick(page, 2, "random")
+    rnd = page.js(STATE)
+    page.screenshot(shots / "explorer_3_criterion.png", box)
+    assert {v[1] for v in rnd["views"]} == {"random", None} and rnd["label"] == other["label"]
+    assert rnd["bars"] != other["bars"] and rnd["paths"] != other["paths"], "the bars did not change with the criterion"
+    # The task-group menu: only the fragile tasks' curves and bars are left (the criterion menu starts again at PPM).
+    pick(page, 1, "fragile tasks")
+    frag = page.js(STATE)
+    page.screenshot(shots / "explorer_4_fragile_tasks.png", box)
+    assert {v[2] for v in frag["views"]} == {"fragile", None} and frag["menus"][2] == "PPM"
+    assert set(frag["tasks"]) < set(other["tasks"]) and frag["paths"] != rnd["paths"]
+    assert not {"ifeval", "truthfulqa_mc2"} & set(frag["rows"]), "robust tasks still labelled in the bar panel"
     errors = [e for e in page.events if e.get("method") == "Runtime.exceptionThrown"]
     assert not errors, errors[:2]
 

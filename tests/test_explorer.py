@@ -19,23 +19,74 @@ def user_run(ratios=(2.67, 2.4, 2.0, 1.6), criteria=("ppm", "random")):
     return pd.DataFrame(rows).drop_duplicates(["ratio", "criterion", "task"])
 
 
+def bar_trace(fig, model, criterion, group):
+    return next(k for k, t in enumerate(fig.data)
+                if t.type == "bar" and t.meta == dict(model=model, criterion=criterion, group=group))
+
+
+def shown(fig, visible):
+    "The (model, criterion, group) views of the traces a `visible` list shows."
+    return {(t.meta["model"], t.meta["criterion"], t.meta["group"]) for t, v in zip(fig.data, visible) if v}
+
+
 def test_figure_has_a_slider_per_model_and_a_menu():
     fig = explorer_figure(user_run())
     models = fig.layout.meta["models"]
     assert models == ["SmolLM2-135M-Instruct", "Llama-3.2-1B (paper)", "Llama-3.2-3B (paper)"]
+    assert fig.layout.meta["criteria"] == [["ppm", "random"], ["ppm"], ["ppm"]]
     assert len(fig.layout.sliders) == 3 and [s.visible for s in fig.layout.sliders] == [True, False, False]
     assert [st.label for st in fig.layout.sliders[0].steps] == ["2.67x", "2.4x", "2x", "1.6x"]
-    buttons = fig.layout.updatemenus[0].buttons
-    assert [b.label for b in buttons] == models
-    for i, b in enumerate(buttons):                        # each menu entry shows its model's traces only
-        vis = b.args[0]["visible"]
-        assert len(vis) == len(fig.data) and vis[fig.layout.meta["bars"][i]]
-        assert sum(vis[j] for j in fig.layout.meta["bars"]) == 1
-    bar = fig.data[fig.layout.meta["bars"][0]]
+    model_menu, tasks_menu, crit_menu = fig.layout.updatemenus
+    assert [b.label for b in model_menu.buttons] == models
+    assert [b.label for b in tasks_menu.buttons] == ["all tasks", "fragile tasks", "robust tasks"]
+    assert [b.label for b in crit_menu.buttons] == ["PPM", "random"]
+    # what opens: the first model, all tasks, PPM, and the ratio marker
+    opened = shown(fig, [t.visible for t in fig.data])
+    assert opened == {(0, "ppm", "fragile"), (0, "ppm", "robust"), (0, None, None)}
+    for i, b in enumerate(model_menu.buttons):             # each model entry shows its own traces only
+        vis, lay = b.args
+        assert len(vis["visible"]) == len(fig.data)
+        assert {m for m, _, _ in shown(fig, vis["visible"])} == {i}
+        assert [lay[f"sliders[{j}].visible"] for j in range(3)] == [j == i for j in range(3)]
+        assert [c["label"] for c in lay["updatemenus[2].buttons"]] == (["PPM", "random"] if i == 0 else ["PPM"])
+    bar = fig.data[bar_trace(fig, 0, "ppm", "fragile")]
     step = fig.layout.sliders[0].steps[-1]                 # 1.6x on the user's model
-    at = dict(zip(bar.y, step.args[0]["x"][0]))
+    traces = list(step.args[2])
+    at = dict(zip(bar.y, step.args[0]["x"][traces.index(bar_trace(fig, 0, "ppm", "fragile"))]))
     assert at["mmlu"] == pytest.approx(100 * (0.4 - 0.1 * 0.321) / 0.4, abs=0.01)
-    assert list(step.args[2]) == [fig.layout.meta["bars"][0]]   # a step rewrites only its own bar trace
+    rnd = dict(zip(bar.y, step.args[0]["x"][traces.index(bar_trace(fig, 0, "random", "fragile"))]))
+    assert rnd["mmlu"] == pytest.approx(100 * (0.4 - 0.1 * 0.642) / 0.4, abs=0.01)   # random: twice the drop
+    # a step rewrites only its own model's bars (every criterion and group) and its marker
+    assert {fig.data[k].meta["model"] for k in traces} == {0} and len(traces) == 2 * 2 + 1
+    assert step.args[0]["x"][-1] == [1.6, 1.6]
+
+
+def test_menus_chain_left_to_right():
+    "model -> tasks -> criterion: each button carries the menus to its right, so a chain of clicks lands on one view."
+    fig = explorer_figure(user_run())
+    model_b = fig.layout.updatemenus[0].buttons[0]          # pick the user's model...
+    fragile = model_b.args[1]["updatemenus[1].buttons"][1]  # ...then "fragile tasks" in the menu it set up...
+    assert fragile["label"] == "fragile tasks"
+    assert shown(fig, fragile["args"][0]["visible"]) == {(0, "ppm", "fragile"), (0, None, None)}
+    rows = fragile["args"][1]["yaxis2.categoryarray"]
+    assert set(rows) == {"mmlu", "arc_challenge"}            # the bar panel shows the group's tasks only
+    random = fragile["args"][1]["updatemenus[2].buttons"][1]   # ...then "random" in the criterion menu it set up
+    assert random["label"] == "random" and fragile["args"][1]["updatemenus[2].active"] == 0
+    assert shown(fig, random["args"][0]["visible"]) == {(0, "random", "fragile"), (0, None, None)}
+    paper_b = fig.layout.updatemenus[0].buttons[1]          # the paper's 1B: one criterion, its own task groups
+    robust = paper_b.args[1]["updatemenus[1].buttons"][2]
+    assert shown(fig, robust["args"][0]["visible"]) == {(1, "ppm", "robust"), (1, None, None)}
+    assert "ifeval" in robust["args"][1]["yaxis2.categoryarray"] and "mmlu" not in robust["args"][1]["yaxis2.categoryarray"]
+
+
+def test_figure_runs_tell_apart_by_source():
+    "Two runs of one model (say a quick sweep and a criteria sweep) are two menu entries, in the order given."
+    df = pd.concat([user_run(criteria=("ppm",)).assign(source="quick sweep"),
+                    user_run(ratios=(2.67, 2.0), criteria=("ppm", "l2")).assign(source="criteria sweep")])
+    fig = explorer_figure(df, paper=False)
+    assert fig.layout.meta["models"] == ["SmolLM2-135M-Instruct (quick sweep)", "SmolLM2-135M-Instruct (criteria sweep)"]
+    assert fig.layout.meta["criteria"] == [["ppm"], ["ppm", "l2"]]
+    assert [st.label for st in fig.layout.sliders[1].steps] == ["2.67x", "2x"]
 
 
 def test_save_explorer_is_self_contained(tmp_path):
