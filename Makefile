@@ -12,6 +12,9 @@ export GLU_PRUNING_DATA ?= $(if $(wildcard $(SHARED_DATA)/hf),$(SHARED_DATA),)
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 WORKERS ?= 2
+# nbdev-test runs $(WORKERS) notebooks at once: one torch thread each, or the workers' thread pools fight over
+# the cores (3-10x slower on 2 cores). Only for nbdev-test; pytest and the demo keep torch's default.
+NB_THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 .PHONY: setup demo test test-slow test-gpu bench docs-html clean
 
@@ -30,11 +33,11 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/glu-prune demo
 
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n-workers $(WORKERS) --timing
+	HF_HUB_OFFLINE=1 $(NB_THREADS) $(BIN)/nbdev-test --n-workers $(WORKERS) --timing
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -q
 
 test-slow: setup
-	HF_HUB_OFFLINE=1 $(BIN)/nbdev-test --n-workers $(WORKERS) --flags slow --timing
+	HF_HUB_OFFLINE=1 $(NB_THREADS) $(BIN)/nbdev-test --n-workers $(WORKERS) --flags slow --timing
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -q -m "slow and not gpu"
 
 test-gpu: setup
