@@ -16,20 +16,16 @@ import pandas as pd
 from . import __version__
 from .models import count_params, fingerprint
 from .store import Store, compare, config_key, results
+from .tasks import TASK_GROUPS
 
 # %% auto #0
-__all__ = ['TASK_GROUPS', 'PAPER_SHOTS', 'QUICK_MMLU', 'SUITES', 'DATASET_FIELDS', 'DEFAULT_MAX_LENGTH', 'STDERR_BOOTSTRAP_ITERS',
+__all__ = ['PAPER_SHOTS', 'QUICK_MMLU', 'SUITES', 'DATASET_FIELDS', 'DEFAULT_MAX_LENGTH', 'STDERR_BOOTSTRAP_ITERS', 'MIN_SHARED',
            'TaskSpec', 'resolve_tasks', 'data_root', 'offline_config', 'derived_equals_stock', 'hub_reachable',
-           'fetch_command', 'use_nltk_data', 'task_source', 'check_data', 'hflm', 'variant_info', 'task_info',
-           'cell_config', 'evaluate', 'download_data', 'cli_eval', 'cli_data']
+           'fetch_command', 'use_nltk_data', 'task_source', 'check_data', 'hflm', 'prefix_clusters',
+           'shared_prefix_loglikelihood', 'variant_info', 'task_info', 'cell_config', 'evaluate', 'download_data',
+           'cli_eval', 'cli_data']
 
 # %% ../nbs/04_evaluation.ipynb #ff568606
-TASK_GROUPS: dict[str, str] = {  # task: group, as the paper splits them
-    **dict.fromkeys(["wikitext", "lambada_openai", "mmlu", "gsm8k", "arc_challenge", "arc_easy", "hellaswag",
-                     "piqa", "boolq", "winogrande"], "fragile"),       # knowledge, language modelling, commonsense
-    **dict.fromkeys(["ifeval", "leaderboard_musr", "truthfulqa_mc1", "truthfulqa_mc2"], "robust"),
-}                                                                      # instruction following, reasoning, truthfulness
-
 @dataclass(frozen=True)
 class TaskSpec:
     "How to run one lm-eval task (or group): shots, which items, and a cap on generated tokens."
@@ -288,15 +284,23 @@ def _context_length(model) -> int:
     return next((int(getattr(c, a)) for a in ("max_position_embeddings", "n_positions", "n_ctx") if getattr(c, a, None)),
                 DEFAULT_MAX_LENGTH)
 
-def hflm(model, tokenizer, batch_size: int = 8, max_length: int | None = None):
+def hflm(model, tokenizer,
+         batch_size: int = 8,              # rows per forward pass, set on the wrapper
+         max_length: int | None = None,    # truncation and perplexity windows; default min(context, 2048)
+         share_prefix: bool | None = None, # score shared contexts once (`shared_prefix_loglikelihood`); None: on a CPU
+        ):
     "lm-eval's `HFLM` around an in-memory model, with the batch size, max length and tokenizer set on it."
+    import types
     from lm_eval.models.huggingface import HFLM
     if tokenizer is None: raise ValueError("pass the model's tokenizer; HFLM would otherwise look one up on the Hub")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r} (\"auto\" is slow on CPU)")
     max_length = max_length or min(_context_length(model), DEFAULT_MAX_LENGTH)
     with _quiet():
-        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    if share_prefix if share_prefix is not None else lm.device.type == "cpu":
+        lm._loglikelihood_tokens = types.MethodType(shared_prefix_loglikelihood, lm)
+    return lm
 
 # %% ../nbs/04_evaluation.ipynb #22f8ad51
 @contextlib.contextmanager
@@ -308,6 +312,125 @@ def _quiet(level=logging.ERROR):
     try: yield
     finally:
         for l, o in zip(loggers, old): l.setLevel(o)
+
+# %% ../nbs/04_evaluation.ipynb #8f8daa2b
+MIN_SHARED = 64   # tokens: a smaller saving does not pay for the extra forward passes (CPU: ~20 ms each)
+
+def _lcp(a, b) -> int:
+    "Length of the longest common prefix of two token sequences."
+    n, i = min(len(a), len(b)), 0
+    while i < n and a[i] == b[i]: i += 1
+    return i
+
+def prefix_clusters(contexts,                  # token sequences (any iterable of int sequences)
+                    min_shared: int = MIN_SHARED, # the shortest common start worth running once
+                   ) -> list[tuple[int, list[tuple]]]:
+    "Distinct `contexts` grouped as (length of the common start run once, members); each member keeps >= 1 own token."
+    out, cur, p = [], [], 0
+    for c in sorted(set(map(tuple, contexts))):   # sorted, contexts with the same few-shot block are neighbours
+        if cur:
+            q = min(p, _lcp(cur[-1], c), len(c) - 1)
+            if q >= min_shared: cur.append(c); p = q; continue
+            out.append((p if len(cur) > 1 else 0, cur))
+        cur, p = [c], len(c) - 1
+    if cur: out.append((p if len(cur) > 1 else 0, cur))
+    return out
+
+# %% ../nbs/04_evaluation.ipynb #885e48a8
+def _forward(lm, ids, cache=None, keep: int = 1):
+    "Log-probabilities at the last `keep` positions of `ids` [batch, T], run after `cache` (which grows in place)."
+    import torch, torch.nn.functional as F
+    model, kw = lm.model, dict(input_ids=ids, use_cache=cache is not None)
+    params = _forward_params(type(model))
+    if cache is not None: kw["cache" if "cache" in params else "past_key_values"] = cache
+    if "logits_to_keep" in params: kw["logits_to_keep"] = keep
+    with torch.no_grad(), torch.autocast(device_type=lm.device.type, dtype=lm.mixed_precision_dtype,
+                                         enabled=lm.mixed_precision_dtype is not None):
+        logits = model(**kw).logits[:, -keep:]
+    return F.log_softmax(logits, dim=-1, dtype=lm.softmax_dtype)
+
+@lru_cache(maxsize=None)
+def _forward_params(cls) -> frozenset:
+    import inspect
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+def _new_cache(lm):
+    from transformers import DynamicCache
+    return DynamicCache(config=lm.model.config)
+
+def _copy_cache(cache, rows: int = 1):
+    import copy
+    c = copy.deepcopy(cache)
+    if rows > 1: c.batch_repeat_interleave(rows)
+    return c
+
+def _answer(logp, cont) -> tuple[float, bool]:
+    "lm-eval's (log-likelihood, greedy?) from log-probabilities [len(cont), vocab] at the positions predicting `cont`."
+    import torch
+    t = torch.tensor(cont, device=logp.device)
+    return float(logp.gather(1, t[:, None]).sum()), bool((logp.argmax(-1) == t).all())
+
+def _stock_loglikelihood(lm, requests, override_bs=None):
+    from lm_eval.models.huggingface import HFLM
+    return HFLM._loglikelihood_tokens(lm, requests, disable_tqdm=True, override_bs=override_bs)
+
+def _saving(p: int, members, by_ctx) -> int:
+    "Tokens not recomputed when a cluster's common start and each context are run once."
+    n = [len(by_ctx[c]) for c in members]
+    return p * (sum(n) - 1) + sum((len(c) - p) * (k - 1) for c, k in zip(members, n))
+
+# %% ../nbs/04_evaluation.ipynb #b8ea7027
+def shared_prefix_loglikelihood(lm,                    # lm-eval's `HFLM` (or a subclass) around a causal LM
+                                requests,              # lm-eval's [((context, continuation), context_ids, continuation_ids)]
+                                disable_tqdm: bool = False,
+                                override_bs: int | None = None, # passed on to lm-eval's path
+                               ) -> list[tuple[float, bool]]:
+    "lm-eval's `_loglikelihood_tokens`, running each shared context and each shared few-shot block once."
+    import torch
+    from tqdm.auto import tqdm
+    res, by_ctx, stock = [None] * len(requests), {}, []
+    for i, (_, ctx, cont) in enumerate(requests):
+        if not ctx or len(ctx) + len(cont) > lm.max_length + 1: stock.append(i)   # lm-eval truncates these
+        else: by_ctx.setdefault(tuple(ctx), []).append(i)
+    clusters = []
+    for p, members in prefix_clusters(by_ctx):
+        if _saving(p, members, by_ctx) >= MIN_SHARED: clusters.append((p, members))
+        else: stock += [i for c in members for i in by_ctx.pop(c)]
+    if stock:
+        for i, r in zip(stock, _stock_loglikelihood(lm, [requests[i] for i in stock], override_bs)): res[i] = r
+    rows_per_pass = lm.batch_size if isinstance(lm.batch_size, int) else 8
+    dev, pbar = lm.device, tqdm(total=sum(map(len, by_ctx.values())), desc="Running loglikelihood requests",
+                                disable=disable_tqdm or lm.rank != 0)
+    ids = lambda rows: torch.tensor(rows, device=dev)
+    for p, members in clusters:
+        base = None
+        if p:                                            # the common start: once for the whole cluster
+            base = _new_cache(lm)
+            _forward(lm, ids([members[0][:p]]), base)
+        for ctx in members:
+            idx, rest = by_ctx[ctx], list(ctx[p:])
+            conts = [requests[i][2] for i in idx]
+            cache = _copy_cache(base) if base is not None else None
+            if len(idx) == 1:                            # one continuation: one pass, logits only where scored
+                scored = [_forward(lm, ids([rest + conts[0][:-1]]), cache, keep=len(conts[0]))[0]]
+            else:
+                multi = [k for k, c in enumerate(conts) if len(c) > 1]
+                if multi and cache is None: cache = _new_cache(lm)
+                first = _forward(lm, ids([rest]), cache)[0]   # predicts every continuation's first token
+                scored = [first] * len(conts)
+                for s in range(0, len(multi), rows_per_pass):
+                    ks = multi[s:s + rows_per_pass]
+                    tails = [conts[k][:-1] for k in ks]
+                    width = max(map(len, tails))
+                    batch = ids([t + t[-1:] * (width - len(t)) for t in tails])   # right-padded
+                    logp = _forward(lm, batch, _copy_cache(cache, len(ks)), keep=width)
+                    for row, k in zip(logp, ks): scored[k] = torch.cat([first, row[:len(conts[k]) - 1]])
+            for i, cont, logp in zip(idx, conts, scored):
+                res[i] = _answer(logp, cont)
+                if requests[i][0] is not None: lm.cache_hook.add_partial("loglikelihood", requests[i][0], res[i])
+                pbar.update(1)
+    pbar.close()
+    return res
 
 # %% ../nbs/04_evaluation.ipynb #1e185811
 def variant_info(model) -> dict:
@@ -477,6 +600,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
              generation_kwargs: dict | None = None, # e.g. {"max_gen_toks": 64}; recorded with the result
              batch_size: int = 8,       # set on lm-eval's HFLM (the simple_evaluate argument is ignored for objects)
              max_length: int | None = None, # context for truncation and perplexity windows; default min(context, 2048)
+             share_prefix: bool | None = None, # score shared contexts once; None: on a CPU (see `hflm`)
              data_dir=None,             # offline data folder (default $GLU_PRUNING_DATA)
              log_samples: bool = True,  # keep per-item scores (needed by `compare`)
              progress: bool = True,     # progress bars (ours over cells, lm-eval's over requests)
@@ -509,7 +633,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
                 unavailable[spec.task] = source[1]
                 print(f"unavailable: {source[1]}", file=sys.stderr)
                 continue
-            if lm is None: lm = hflm(model, tokenizer, batch_size, max_length)
+            if lm is None: lm = hflm(model, tokenizer, batch_size, max_length, share_prefix)
             t0 = time.time()
             try: metrics, items = _run_cell(lm, spec, source, conf, apply_chat_template, log_samples, progress)
             except (ConnectionError, OSError) as e:

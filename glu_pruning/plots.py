@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .tasks import HEADLINE, LOWER_IS_BETTER, TASK_GROUPS
+
 # %% auto #0
-__all__ = ['TASK_GROUPS', 'HEADLINE', 'LOWER_IS_BETTER', 'PAPER_MODELS', 'TASK_ITEMS', 'GROUP_COLORS', 'CHANCE', 'paper_results',
-           'only_headline', 'paper_architecture', 'normalise', 'plot_dichotomy', 'plot_tasks', 'correlation',
-           'plot_correlation', 'plot_criteria', 'param_counts', 'plot_params', 'plot_scores', 'survival', 'plot_kept']
+__all__ = ['PAPER_MODELS', 'TASK_ITEMS', 'GROUP_COLORS', 'CHANCE', 'paper_results', 'only_headline', 'paper_architecture',
+           'normalise', 'plot_dichotomy', 'plot_tasks', 'correlation', 'plot_correlation', 'plot_criteria',
+           'param_counts', 'plot_params', 'plot_scores', 'survival', 'plot_kept']
 
 # %% ../nbs/07_plots.ipynb #93c8dc33
 import matplotlib
@@ -24,18 +26,6 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 # %% ../nbs/07_plots.ipynb #dedb38e0
-TASK_GROUPS: dict[str, str] = {  # task: group, as the paper splits them
-    **dict.fromkeys(["wikitext", "lambada_openai", "mmlu", "gsm8k", "arc_challenge", "arc_easy", "hellaswag",
-                     "piqa", "boolq", "winogrande"], "fragile"),       # knowledge, language modelling, commonsense
-    **dict.fromkeys(["ifeval", "leaderboard_musr", "truthfulqa_mc1", "truthfulqa_mc2"], "robust"),
-}                                                                      # instruction following, reasoning, truthfulness
-HEADLINE: dict[str, str] = {  # task: the metric the paper's tables and figures use
-    "wikitext": "word_perplexity", "lambada_openai": "perplexity", "mmlu": "acc",
-    "gsm8k": "exact_match,flexible-extract", "arc_challenge": "acc_norm", "arc_easy": "acc_norm",
-    "hellaswag": "acc_norm", "piqa": "acc_norm", "boolq": "acc", "winogrande": "acc", "truthfulqa_mc1": "acc",
-    "truthfulqa_mc2": "acc", "ifeval": "prompt_level_strict_acc", "leaderboard_musr": "acc_norm",
-}
-LOWER_IS_BETTER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
 PAPER_MODELS = {"1B": "meta-llama/Llama-3.2-1B", "3B": "meta-llama/Llama-3.2-3B"}
 
 # %% ../nbs/07_plots.ipynb #6ed5850e

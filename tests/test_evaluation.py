@@ -247,3 +247,71 @@ def test_offline_mode_tries_only_what_the_datasets_cache_holds(tmp_path, root, m
     assert ev.task_source(TaskSpec("hellaswag"), root)[0] == "unavailable"
     (tmp_path / "Rowan___hellaswag").mkdir()          # what `datasets` leaves after an online load
     assert ev.task_source(TaskSpec("hellaswag"), root)[0] == "hub"
+
+
+def _recorded_requests(model, tok, specs, root, monkeypatch):
+    "The loglikelihood requests lm-eval sends for `specs`, with its own answers (shared-context scoring off)."
+    from lm_eval.models.huggingface import HFLM
+    rec, orig = [], HFLM._loglikelihood_tokens
+    def spy(self, requests, disable_tqdm=False, override_bs=None):
+        out = orig(self, requests, True, override_bs)
+        rec.extend(zip(requests, out))
+        return out
+    with monkeypatch.context() as m:
+        m.setattr(HFLM, "_loglikelihood_tokens", spy)
+        evaluate(model, tok, specs, data_dir=root, progress=False, share_prefix=False)
+    return rec
+
+
+def test_shared_prefix_scoring_matches_lm_eval(smollm2, root, monkeypatch):
+    "Each shared context and few-shot block run once give lm-eval's log-likelihoods and greedy flags."
+    model, tok = smollm2
+    specs = [TaskSpec("truthfulqa_mc2", 0, limit=2),             # a 6-question prompt before multi-token answers
+             TaskSpec("mmlu", 5, limit=1, subtasks=("mmlu_astronomy", "mmlu_virology")),  # 5-shot, one-token answers
+             TaskSpec("arc_easy", 0, limit=3),                    # one question, several multi-token answers
+             TaskSpec("winogrande", 0, limit=3),                  # shares too little: lm-eval's own batches
+             TaskSpec("wikitext", 0, limit=1)]                    # rolling windows
+    rec = _recorded_requests(model, tok, specs, root, monkeypatch)
+    reqs, stock = [r for r, _ in rec], [a for _, a in rec]
+    routed = []
+    real_stock = ev._stock_loglikelihood
+    monkeypatch.setattr(ev, "_stock_loglikelihood", lambda lm, rs, bs=None: routed.extend(rs) or real_stock(lm, rs, bs))
+    lm = ev.hflm(model, tok)
+    ours = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
+    assert len(ours) == len(stock) > 30
+    for (o_ll, o_greedy), (s_ll, s_greedy), r in zip(ours, stock, reqs):
+        assert math.isclose(o_ll, s_ll, rel_tol=1e-4, abs_tol=2e-3), (r[0], o_ll, s_ll)
+        assert o_greedy == s_greedy, r[0]
+    assert 0 < len(routed) < len(reqs) / 2          # WinoGrande and the perplexity windows went to lm-eval's path
+    shared = {tuple(r[1]) for r in reqs} - {tuple(r[1]) for r in routed}
+    assert max(p for p, _ in ev.prefix_clusters(shared)) >= 100   # the few-shot prompts were shared
+
+
+def test_shared_prefix_truncates_like_lm_eval(smollm2):
+    "Requests longer than max_length are left to lm-eval, which truncates them from the left."
+    model, tok = smollm2
+    lm = ev.hflm(model, tok, max_length=48)
+    ctx = tok("Question: " + "the quick brown fox jumps over the lazy dog " * 8 + "\nAnswer:").input_ids
+    reqs = [(None, ctx, tok(a).input_ids) for a in (" yes", " no, it does not")]
+    assert len(ctx) > 49
+    ours, stock = lm._loglikelihood_tokens(reqs, disable_tqdm=True), ev._stock_loglikelihood(lm, reqs)
+    assert ours == stock
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "olmo2", "granite"])
+def test_shared_prefix_across_architectures(family, tok):
+    "The key/value cache reuse holds for every family, sliding-window attention included (window < shared prefix)."
+    import torch
+    from transformers import AutoConfig
+    from glu_pruning.models import tiny_model
+    kw = {"sliding_window": 24} if "sliding_window" in AutoConfig.for_model(family).to_dict() else {}
+    if family == "qwen2": kw["use_sliding_window"] = True
+    model = tiny_model(family, hidden=64, intermediate=128, layers=2, vocab=len(tok), **kw).eval()
+    lm = ev.hflm(model, tok, batch_size=2)
+    g = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(3, len(tok), (n,), generator=g).tolist()
+    shots = ids(90)
+    reqs = [(None, shots + q, ids(n)) for q in (ids(5), ids(9)) for n in (1, 3, 6)] + [(None, ids(12), ids(4))]
+    ours, stock = lm._loglikelihood_tokens(reqs, disable_tqdm=True), ev._stock_loglikelihood(lm, reqs)
+    for (o, _), (s, _) in zip(ours, stock):
+        assert math.isclose(o, s, rel_tol=1e-4, abs_tol=1e-3), (family, o, s)
