@@ -240,7 +240,7 @@ def render_report(df: pd.DataFrame, # tidy results of the run (`glu_pruning.stor
         matplotlib.pyplot.close(f)
     if explorer and len(df):
         from glu_pruning.explorer import save_explorer
-        save_explorer(out / "explorer.html", df[df.criterion.isin(["ppm", "none"])], paper=paper)
+        save_explorer(out / "explorer.html", df, paper=paper)   # every criterion of the run: the page has a menu
     # the text, once, as markdown; the HTML version inlines the figures
     md = [f"# Width-pruning sweep: {name}", "",
           f"{manifest.get('model_type', '')} model, hidden size {manifest.get('hidden')}, "

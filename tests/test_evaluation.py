@@ -315,3 +315,25 @@ def test_shared_prefix_across_architectures(family, tok):
     ours, stock = lm._loglikelihood_tokens(reqs, disable_tqdm=True), ev._stock_loglikelihood(lm, reqs)
     for (o, _), (s, _) in zip(ours, stock):
         assert math.isclose(o, s, rel_tol=1e-4, abs_tol=1e-3), (family, o, s)
+
+
+def test_tasks_loaded_once_give_the_same_answers(tok, root):
+    "A task loaded for one variant and reused for the next scores exactly as one loaded afresh."
+    import lm_eval.evaluator as E
+    from glu_pruning.models import tiny_model
+    a, b = (tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok), seed=s) for s in (0, 1))
+    specs = [TaskSpec("ifeval", 0, limit=3, max_gen_toks=8), TaskSpec("arc_easy", 0, limit=4)]
+    probe = E.add_env_info
+    def run(m):
+        st = Store(":memory:")
+        df = evaluate(m, tok, specs, store=st, data_dir=root, progress=False)
+        fp = df.fingerprint.iloc[0]
+        return df.set_index(["task", "metric"]).value.to_dict(), st.items(fp, "ifeval", "inst_level_loose_acc").value.tolist()
+    run(a)
+    assert len(ev._TASKS) >= 2                      # both tasks kept for the next variant
+    cached = run(b)
+    ev._TASKS.clear()
+    assert run(b) == cached
+    assert E.add_env_info is probe                  # lm-eval's environment report is skipped only while we run
+    with pytest.raises(ValueError, match="generation_batch_size"):
+        evaluate(a, tok, specs, data_dir=root, progress=False, generation_batch_size=0)
