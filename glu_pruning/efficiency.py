@@ -367,8 +367,8 @@ def record_profile(store, # a `glu_pruning.store.Store` or the path of a store f
                    rows: list[dict]) -> int:
     "Add `profile` rows to a result store as cells of the task `efficiency`; returns how many cells were written."
     from glu_pruning import __version__
-    from glu_pruning.store import Store
-    st, own = (Store(store), True) if isinstance(store, (str, Path)) else (store, False)
+    from glu_pruning.store import open_store
+    st, own = open_store(store, create=True)
     try:
         for r in rows:
             st.add_variant(r["fingerprint"], r["base"], ratio=r["ratio"], criterion=r["criterion"] or "none",
@@ -392,8 +392,8 @@ def record_profile(store, # a `glu_pruning.store.Store` or the path of a store f
 def load_profile(store, # a `Store` or the path of a store file
                  **where) -> list[dict]:
     "The `efficiency` cells of a store as `profile`-style rows; `where` filters on config fields (e.g. device='cpu')."
-    from glu_pruning.store import Store
-    st, own = (Store(store), True) if isinstance(store, (str, Path)) else (store, False)
+    from glu_pruning.store import open_store
+    st, own = open_store(store)
     try:
         rows = []
         for c in st.cells().itertuples():

@@ -204,7 +204,7 @@ def _as_table(source) -> pd.DataFrame:
     if isinstance(source, (str, Path)) and not Path(source).exists():
         raise FileNotFoundError(f"no result store at {source}; run a sweep first (`glu-prune sweep ...`)")
     from glu_pruning.store import Store, results
-    return results(Store(source) if isinstance(source, (str, Path)) else source)
+    return results(source)   # a missing file is an error, not an empty store
 
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()

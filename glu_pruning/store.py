@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['config_key', 'Store', 'results', 'aggregate', 'paired_bootstrap', 'compare']
+__all__ = ['config_key', 'Store', 'open_store', 'results', 'aggregate', 'paired_bootstrap', 'compare']
 
 # %% ../nbs/05_store.ipynb #679af5da
 def config_key(config: dict) -> str:
@@ -181,6 +181,19 @@ def _items(self: Store, fingerprint: str, task: str, metric: str | None = None, 
 
 Store.cells, Store.items = _cells, _items
 
+# %% ../nbs/05_store.ipynb #10cb5b73
+def open_store(store,                # a `Store` or the path of a store file
+               create: bool = False, # a missing file: create it (writers) or refuse (readers)
+              ) -> tuple[Store, bool]:
+    "(the `Store`, whether we opened it and so must close it)."
+    if isinstance(store, Store): return store, False
+    if not isinstance(store, (str, Path)):
+        raise TypeError(f"store must be a Store or the path of a store file, got {type(store).__name__}")
+    if not create and str(store) != ":memory:" and not Path(store).expanduser().exists():
+        raise FileNotFoundError(f"no result store at {store}: check the path, or evaluate into it first "
+                                f"(`evaluate(..., store=...)`, `glu-prune eval --store ...` or `glu-prune sweep`)")
+    return Store(store), True
+
 # %% ../nbs/05_store.ipynb #2beeae52
 _CONFIG_COLUMNS = ("n_shot", "limit", "seed", "chat_template", "max_gen_toks", "max_length", "lm_eval", "glu_pruning")
 _INT_COLUMNS = {"n_shot", "limit", "seed", "max_gen_toks", "max_length"}   # nullable integers: <NA> = not set
@@ -190,7 +203,7 @@ def results(store,                    # a `Store` or the path of a store file
             average_seeds: bool = False, # one row per cell config with the mean over seeds (+ seed_std, n_seeds)
            ) -> pd.DataFrame:
     "All stored metrics as a tidy table: model, ratio, criterion, task, metric, value, stderr, group, ..."
-    st, own = (Store(store), True) if isinstance(store, (str, Path)) else (store, False)
+    st, own = open_store(store)
     try:
         df = pd.read_sql_query(
             "SELECT v.model, v.ratio, v.criterion, m.task, m.metric, m.value, m.stderr, c.grp AS 'group', "
@@ -279,7 +292,7 @@ def compare(store,                  # a `Store` or the path of a store file
             n_boot: int = 2000, ci: float = 0.95, seed: int = 0,
            ) -> pd.DataFrame:
     "Per task and metric: b − a over the items both answered, with a paired-bootstrap confidence interval."
-    st, own = (Store(store), True) if isinstance(store, (str, Path)) else (store, False)
+    st, own = open_store(store)
     try:
         fa, fb = _pick(st, a, model), _pick(st, b, model)
         ca, cb = st.cells(fa), st.cells(fb)

@@ -205,3 +205,14 @@ def test_resume_after_sigkill(tmp_path, data_dir):
     assert "TASKS ['arc_easy', 'boolq', 'piqa', 'winogrande']" in out.stdout
     after = _cells(store)
     assert len(after) == 4 and after[:len(survivors)] == survivors
+
+
+def test_reading_a_missing_store_is_an_error_not_an_empty_table(tmp_path):
+    "A typo in a store path says so, and leaves no empty database behind."
+    from glu_pruning.efficiency import load_profile
+    from glu_pruning.store import compare, results
+    missing = tmp_path / "runs" / "typo.sqlite"
+    for read in (results, lambda p: compare(p, "baseline", 2.4), load_profile):
+        with pytest.raises(FileNotFoundError, match="no result store at"):
+            read(missing)
+    assert not missing.exists() and not missing.parent.exists()
