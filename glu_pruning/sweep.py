@@ -347,6 +347,9 @@ def cli_sweep(p):
     p.add_argument("--data-dir", help="offline benchmark data (default: $GLU_PRUNING_DATA)")
     p.add_argument("--out", required=True, help="run directory (store + manifest); rerun to resume")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--chat-template", action="store_true",
+                   help="format prompts with the tokenizer's chat template (instruct models; the paper used none)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot seeds (default 0)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--report", action="store_true", help="write the report when the sweep is done")
@@ -357,7 +360,7 @@ def cli_sweep(p):
         ratios = a.ratios if a.ratios is not None else ([] if a.percents else [2.4, 2.0, 1.6])
         df = sweep(model, tok, ratios=ratios, percents=a.percents,
                    criteria=a.criteria, suite=suite, out=a.out, limit=a.limit, data_dir=a.data_dir,
-                   batch_size=a.batch_size)
+                   batch_size=a.batch_size, apply_chat_template=a.chat_template, seeds=a.seeds)
         print(f"{df.attrs['evaluated']} cells evaluated, {df.attrs['reused']} reused; results in {Path(a.out) / STORE_FILE}")
         if a.report: print(f"report: {report(a.out).resolve()}")
         else: print(f"write the report with: glu-prune report {a.out}")
@@ -379,7 +382,7 @@ def cli_demo(p):
     "Arguments of `glu-prune demo`; returns the function to run."
     p.add_argument("--out", default="demo_run", help="run directory, reused by a second run (default: demo_run)")
     p.add_argument("--budget", choices=list(DEMO_BUDGETS), default="full",
-                   help="full: 4 ratios × the quick suite, < 20 min on 2 CPU cores; small: 4 cheap tasks, ~2 min (CI)")
+                   help="full: 4 ratios × the quick suite, ~4 min on 2 CPU cores; small: 4 cheap tasks, ~1 min (CI)")
     p.add_argument("--data-dir", help="offline benchmark data (default: $GLU_PRUNING_DATA)")
     def run(a):
         page = demo(a.out, a.budget, a.data_dir)

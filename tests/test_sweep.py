@@ -150,3 +150,18 @@ def test_sweep_cli_with_the_baseline_ratio_in_the_list(data_dir, tmp_path):
     assert (out / "report" / "report.html").exists()
     r = glu("sweep", "smollm2-135m-instruct", "--suite", "quick:no_such_task", "--out", tmp_path / "bad")
     assert r.returncode == 1 and "not in the 'quick' suite" in r.stderr
+
+
+def test_sweep_cli_passes_chat_template_and_seeds(tmp_path, monkeypatch):
+    "`--chat-template` and `--seeds` reach `evaluate` through `sweep` (instruct models want the template)."
+    import glu_pruning.sweep as sw
+    from glu_pruning.cli import main
+    got = {}
+    def fake_sweep(model, tok, **kw):
+        got.update(kw)
+        df = pd.DataFrame(); df.attrs.update(evaluated=0, reused=0)
+        return df
+    monkeypatch.setattr(sw, "sweep", fake_sweep)
+    monkeypatch.setattr(sw, "load_model", lambda *a, **k: (None, None))
+    assert main(["sweep", "tiny", "--ratios", "2.0", "--out", str(tmp_path), "--chat-template", "--seeds", "0", "1"]) in (0, None)
+    assert got["apply_chat_template"] is True and got["seeds"] == [0, 1] and got["ratios"] == [2.0]
