@@ -6,7 +6,8 @@ The question a user asks twice: "how does 2.4x compare with the baseline?", then
 - ours: `evaluate` (batch 8 on the HFLM wrapper, explicit max_length) into a result store, so the baseline is
   evaluated once.
 Both run the same tasks, items, shots and generation caps from the same offline data in one process (the reference
-gets our offline task configs too: this machine cannot reach the Hub), and the tokenizer is passed to both.
+gets our offline task configs too: this machine cannot reach the Hub), and the tokenizer is passed to both. They
+alternate variant by variant, so a change in machine load during the run falls on both.
 
 Prints per task type the items evaluated and items/s of each, the total wall time and its ratio (target ≥ 3x),
 and, for scored and for generated tasks apart, the largest difference between the metric values the two produce
@@ -72,24 +73,27 @@ def main():
                 "2.0x": prune(model, ratio=2.0, inplace=False, progress=False).model}
     print(f"torch threads {torch.get_num_threads()}; tasks: {', '.join(s.task for s in specs)}")
 
-    # ours: baseline once, then each variant; the second comparison finds the baseline in the store
-    t0, ours, ours_secs = time.perf_counter(), {}, {}
+    # The two are interleaved step by step (ours, then the reference, on the same variant), so that a change in the
+    # machine's load over the run falls on both. Ours evaluates the baseline once: the second comparison finds it in
+    # the store; the reference evaluates it again.
+    steps = [("baseline", model), ("2.4x", variants["2.4x"]), ("baseline", model), ("2.0x", variants["2.0x"])]
+    t_ours = t_ref = 0.0
+    ours, ours_secs, ref, ref_secs = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as d:
         st = Store(os.path.join(d, "bench.sqlite"))
-        for name, m in [("baseline", model), ("2.4x", variants["2.4x"]), ("baseline", model), ("2.0x", variants["2.0x"])]:
+        for name, m in steps:
+            t0 = time.perf_counter()
             df = evaluate_quiet(ev, m, tok, specs, st, root)
+            t_ours += time.perf_counter() - t0
             for r in df.itertuples(): ours[(name, r.task, r.metric)] = r.value
+            t0 = time.perf_counter()
+            rows, secs = reference_run(m, tok, specs, root, ev)
+            t_ref += time.perf_counter() - t0
+            for k, v in rows.items(): ref[(name, *k)] = v
+            for k, v in secs.items(): ref_secs[k] = ref_secs.get(k, 0) + v
         for c in st.cells().itertuples():
             ours_secs[c.task] = ours_secs.get(c.task, 0) + c.seconds
         st.close()
-    t_ours = time.perf_counter() - t0
-
-    t0, ref, ref_secs = time.perf_counter(), {}, {}
-    for name, m in [("baseline", model), ("2.4x", variants["2.4x"]), ("baseline", model), ("2.0x", variants["2.0x"])]:
-        rows, secs = reference_run(m, tok, specs, root, ev)
-        for k, v in rows.items(): ref[(name, *k)] = v
-        for k, v in secs.items(): ref_secs[k] = ref_secs.get(k, 0) + v
-    t_ref = time.perf_counter() - t0
 
     kinds = {}
     for s in specs:
