@@ -6,7 +6,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/sweep.html.md"""
 
 # %% ../nbs/06_sweep.ipynb #32a9ed83
 from __future__ import annotations
-import base64, contextlib, datetime, gc, html, io, json, math, os, sys, time
+import base64, contextlib, datetime, gc, html, io, json, math, os, sys, time, warnings
 from pathlib import Path
 
 import pandas as pd
@@ -97,6 +97,7 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
           percents=(),               # targets as percentages of neurons pruned (the paper's 10 … 60)
           limit: int | None = None,  # override: first N items of every task
           data_dir=None,             # offline data folder (default $GLU_PRUNING_DATA)
+          texts: list[str] | None = None, # calibration passages for data criteria (default: `calibration_texts()`)
           label: str | None = None,  # a name for the run in reports (default: the model's name)
           progress: bool = True,     # one progress bar over all (variant, task) cells
           **eval_kwargs,             # passed to `evaluate`: batch_size, seeds, apply_chat_template, ...
@@ -138,8 +139,16 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
             if c == "none": variant = model
             else:
                 if c not in scores:
-                    texts = calibration_texts(data=data_dir) if CRITERIA[c].needs_data else None
-                    scores[c] = score(model, c, tokenizer=tokenizer, texts=texts, progress=False)
+                    calib = None
+                    if CRITERIA[c].needs_data:
+                        calib = texts
+                        if calib is None:
+                            calib = calibration_texts(data=data_dir)
+                            if "wikitext" in tasks:
+                                warnings.warn(f"criterion {c!r} is calibrated on WikiText-2 test paragraphs, which the "
+                                              "wikitext task also scores, so its perplexity there is optimistic; pass "
+                                              "`texts=` from another corpus for a fair comparison", stacklevel=2)
+                    scores[c] = score(model, c, tokenizer=tokenizer, texts=calib, progress=False)
                 variant = prune(model, criterion=c, scores=scores[c], inplace=False, progress=False, **cell["spec"]).model
             cell.update(fingerprint=fingerprint(variant), params=count_params(variant))
             for t in tasks:

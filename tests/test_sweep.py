@@ -165,3 +165,19 @@ def test_sweep_cli_passes_chat_template_and_seeds(tmp_path, monkeypatch):
     monkeypatch.setattr(sw, "load_model", lambda *a, **k: (None, None))
     assert main(["sweep", "tiny", "--ratios", "2.0", "--out", str(tmp_path), "--chat-template", "--seeds", "0", "1"]) in (0, None)
     assert got["apply_chat_template"] is True and got["seeds"] == [0, 1] and got["ratios"] == [2.0]
+
+
+def test_calibrating_on_the_text_a_task_scores_is_flagged(data_dir, tmp_path):
+    "An activation criterion calibrated on WikiText's test paragraphs, swept with the wikitext task, warns; own texts don't."
+    import warnings
+    from glu_pruning.models import load_model, tiny_model
+    from glu_pruning.sweep import sweep
+    _, tok = load_model("smollm2-135m-instruct")
+    m = tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok))
+    kw = dict(ratios=[1.5], criteria=["activation"], suite="quick:wikitext", data_dir=data_dir, progress=False)
+    with pytest.warns(UserWarning, match="calibrated on WikiText-2 test"):
+        sweep(m, tok, out=tmp_path / "a", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        df = sweep(m, tok, out=tmp_path / "b", texts=["Some calibration text from another corpus. " * 20], **kw)
+    assert set(df.criterion) == {"none", "activation"}
