@@ -23,6 +23,7 @@ report (pip list in a subprocess) is skipped.
 """
 import argparse, os, tempfile, time
 from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,9 +41,8 @@ def reference_run(model, tok, specs, root, ev):
         src = ev.task_source(replace(s, n_shot=conf["n_shot"]), root)
         if src[0] != "offline": continue
         t0 = time.perf_counter()
-        tmp = tempfile.mkdtemp()
-        with ev._quiet():
-            tm = ev._task_manager(s, src, __import__("pathlib").Path(tmp))
+        with ev._quiet(), tempfile.TemporaryDirectory() as tmp:
+            tm = ev._task_manager(s, src, Path(tmp))
             r = simple_evaluate(lm, tasks=[s.task], task_manager=tm, num_fewshot=conf["n_shot"], limit=s.limit,
                                 gen_kwargs=conf["gen_kwargs"], bootstrap_iters=ev.STDERR_BOOTSTRAP_ITERS)
         secs[s.task] = time.perf_counter() - t0

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import __version__
 from .models import count_params, fingerprint
-from .store import Store, compare, config_key, results
+from .store import compare, config_key, open_store, results
 from .tasks import TASK_GROUPS
 
 # %% auto #0
@@ -639,7 +639,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
     max_length = max_length or min(_context_length(model), DEFAULT_MAX_LENGTH)
     if not isinstance(generation_batch_size, int) or generation_batch_size < 1:
         raise ValueError(f"generation_batch_size must be a positive integer, got {generation_batch_size!r}")
-    st = store if isinstance(store, Store) else Store(store if store is not None else ":memory:")
+    st, own = open_store(store if store is not None else ":memory:", create=True)
     st.add_variant(**info)
     todo = []
     for spec in specs:
@@ -676,7 +676,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
     df = results(st)
     df = df[(df.fingerprint == fp) & df.key.isin(keys)].reset_index(drop=True)
     df.attrs["unavailable"] = unavailable
-    if not isinstance(store, Store): st.close()   # we opened it
+    if own: st.close()
     return df
 
 # %% ../nbs/04_evaluation.ipynb #f10e84cc

@@ -16,8 +16,8 @@ import pandas as pd
 __all__ = ['explorer_figure', 'show_figure', 'save_explorer', 'explorer', 'held_out_text', 'perplexity', 'LivePanel']
 
 # %% ../nbs/08_explorer.ipynb #0f0ae126
-from .plots import (GROUP_COLORS, HEADLINE, LOWER_IS_BETTER, TASK_GROUPS, normalise, only_headline,
-                               paper_results, plot_dichotomy)
+from .plots import GROUP_COLORS, normalise, only_headline, paper_results, plot_dichotomy
+from .tasks import HEADLINE, LOWER_IS_BETTER, TASK_GROUPS
 
 # %% ../nbs/08_explorer.ipynb #0235dda0
 _CRITERION_NAMES = {"ppm": "PPM", "random": "random", "l1": "L1 norm", "l2": "L2 norm", "vow": "VOW", "pon": "PON",
@@ -201,10 +201,8 @@ def _as_table(source) -> pd.DataFrame:
     "A tidy results table from a DataFrame, a `Store`, or a path to a store file."
     if source is None: return pd.DataFrame()
     if isinstance(source, pd.DataFrame): return source.copy()
-    if isinstance(source, (str, Path)) and not Path(source).exists():
-        raise FileNotFoundError(f"no result store at {source}; run a sweep first (`glu-prune sweep ...`)")
-    from glu_pruning.store import Store, results
-    return results(source)   # a missing file is an error, not an empty store
+    from glu_pruning.store import results
+    return results(source)   # a missing file: `open_store`'s error, not an empty store
 
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()

@@ -139,15 +139,13 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
             if c == "none": variant = model
             else:
                 if c not in scores:
-                    calib = None
-                    if CRITERIA[c].needs_data:
-                        calib = texts
-                        if calib is None:
-                            calib = calibration_texts(data=data_dir)
-                            if "wikitext" in tasks:
-                                warnings.warn(f"criterion {c!r} is calibrated on WikiText-2 test paragraphs, which the "
-                                              "wikitext task also scores, so its perplexity there is optimistic; pass "
-                                              "`texts=` from another corpus for a fair comparison", stacklevel=2)
+                    calib = texts if CRITERIA[c].needs_data else None
+                    if CRITERIA[c].needs_data and calib is None:
+                        calib = calibration_texts(data=data_dir)
+                        if "wikitext" in tasks:
+                            warnings.warn(f"criterion {c!r} is calibrated on WikiText-2 test paragraphs, which the "
+                                          "wikitext task also scores, so its perplexity there is optimistic; pass "
+                                          "`texts=` from another corpus for a fair comparison", stacklevel=2)
                     scores[c] = score(model, c, tokenizer=tokenizer, texts=calib, progress=False)
                 variant = prune(model, criterion=c, scores=scores[c], inplace=False, progress=False, **cell["spec"]).model
             cell.update(fingerprint=fingerprint(variant), params=count_params(variant))
