@@ -14,7 +14,7 @@ and, for scored and for generated tasks apart, the largest difference between th
 (target: identical). Batching changes the last float digits of the logits: scored metrics then agree to ~1e-5,
 but a greedy generation can take the other branch of a near-tie, so an IFEval or GSM8K item may differ.
 
-What makes ours faster (see nbs/04_evaluation.ipynb): the baseline is evaluated once (the store); each shared
+What makes ours faster (see nbs/11_evaluation.ipynb): the baseline is evaluated once (the store); each shared
 context and few-shot block is run once, with vocabulary logits only where scored (`shared_prefix_loglikelihood`,
 on CPU); generation runs 16 rows a batch; tasks are loaded once per process; lm-eval's per-task environment
 report (pip list in a subprocess) is skipped.
