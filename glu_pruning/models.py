@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .tasks import cache_dir
+
 # %% auto #0
 __all__ = ['ADAPTERS', 'ALIASES', 'DEFAULT_MODEL', 'GLUAdapter', 'get_adapter', 'GLUMLP', 'find_mlps', 'tiny_model',
-           'weights_fingerprint', 'fingerprint', 'cache_dir', 'resolve_alias', 'load_model', 'generate', 'count_params']
+           'weights_fingerprint', 'fingerprint', 'resolve_alias', 'load_model', 'generate', 'count_params']
 
 # %% ../nbs/01_models.ipynb #2a3793e7
 @dataclass(frozen=True)
@@ -164,9 +166,7 @@ ALIASES: dict[str, dict] = {
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-def cache_dir() -> Path:
-    "Where dequantized GGUF models are cached (`GLU_PRUNING_CACHE`, else `~/.cache/glu_pruning`)."
-    return Path(os.environ.get("GLU_PRUNING_CACHE", Path.home() / ".cache" / "glu_pruning"))
+
 
 # %% ../nbs/01_models.ipynb #3fb3098b
 def resolve_alias(name: str) -> str:

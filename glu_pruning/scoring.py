@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .models import GLUMLP, cache_dir, find_mlps
+from .models import GLUMLP, find_mlps
+from .tasks import data_root
 
 # %% auto #0
-__all__ = ['CRITERIA', 'ppm', 'Criterion', 'register_criterion', 'score_weights', 'data_dir', 'calibration_texts', 'calibrate',
-           'score']
+__all__ = ['CRITERIA', 'ppm', 'Criterion', 'register_criterion', 'score_weights', 'calibration_texts', 'calibrate', 'score']
 
 # %% ../nbs/02_scoring.ipynb #565d123e
 def ppm(w_gate: torch.Tensor, # I×H gate rows
@@ -115,20 +115,13 @@ def score_weights(criterion: str, # a name in `CRITERIA`
     return s.float().cpu()
 
 # %% ../nbs/02_scoring.ipynb #c0ea2dfd
-def data_dir(path=None) -> Path | None:
-    "The offline data folder: `path`, else `GLU_PRUNING_DATA`, else `<cache>/data` if it exists; else `None`."
-    p = path or os.environ.get("GLU_PRUNING_DATA") or (cache_dir() / "data" if (cache_dir() / "data").is_dir() else None)
-    if not p: return None
-    p = Path(p).expanduser()
-    return p / "hf" if (p / "hf").is_dir() else p
-
 def calibration_texts(n: int = 32, # number of passages
                       min_chars: int = 400, # skip headings and short lines
                       data: str | None = None, # offline data folder (default `GLU_PRUNING_DATA`)
                      ) -> list[str]:
     "`n` WikiText-2 (test) passages from the offline data folder."
     import json
-    d = data_dir(data)
+    d = data_root(data)
     f = d / "EleutherAI/wikitext_document_level/wikitext-2-raw-v1/test.jsonl" if d else None
     if f is None or not f.exists():
         raise FileNotFoundError(f"WikiText-2 not found under {d or '(no GLU_PRUNING_DATA set)'}; set GLU_PRUNING_DATA "

@@ -1,4 +1,4 @@
-"""The paper's tasks in two groups, fragile and robust, and the one metric it reads from each.
+"""Every fact about a benchmark the package uses (its group, headline metric, direction, chance level, output type, size and where its data lives) in one table.
 
 Docs: https://glu-pruning.github.io/glu_pruning/tasks.html.md"""
 
@@ -6,22 +6,104 @@ Docs: https://glu-pruning.github.io/glu_pruning/tasks.html.md"""
 
 # %% ../nbs/00_tasks.ipynb #a46c0eff
 from __future__ import annotations
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 # %% auto #0
-__all__ = ['TASK_GROUPS', 'HEADLINE', 'LOWER_IS_BETTER']
+__all__ = ['LOWER_IS_BETTER', 'TASKS', 'TASK_GROUPS', 'HEADLINE', 'CHANCE', 'BASELINE', 'Task', 'is_baseline', 'cache_dir',
+           'data_root']
 
-# %% ../nbs/00_tasks.ipynb #f30b2314
-TASK_GROUPS: dict[str, str] = {  # task: group, as the paper splits them
-    **dict.fromkeys(["wikitext", "lambada_openai", "mmlu", "gsm8k", "arc_challenge", "arc_easy", "hellaswag",
-                     "piqa", "boolq", "winogrande"], "fragile"),       # knowledge, language modelling, commonsense
-    **dict.fromkeys(["ifeval", "leaderboard_musr", "truthfulqa_mc1", "truthfulqa_mc2"], "robust"),
-}                                                                      # instruction following, reasoning, truthfulness
+# %% ../nbs/00_tasks.ipynb #6b5491f1
+@dataclass(frozen=True)
+class Task:
+    "What the package knows about one benchmark."
+    group: str                    # "fragile" (knowledge) or "robust" (instruction following, reasoning, truthfulness)
+    metric: str                   # the headline metric the paper reads
+    output: str                   # lm-eval output type: loglikelihood, loglikelihood_rolling, multiple_choice, generate_until
+    items: int                    # items in the full evaluation split
+    data: str                     # <hf_dataset_path>/<config>/<split>.jsonl under the data root
+    lm_eval_dir: str              # the lm_eval/tasks sub-folder that defines it
+    chance: float | None = None   # score of guessing (see above); None for perplexities and generation
+    shots: int = 0                # few-shot examples in the paper's suite
+    default_shots: int | None = None  # lm-eval's own default (None: the task sets none)
+    sampler: str | None = None    # lm-eval's few-shot sampler, where it sets one
 
-# %% ../nbs/00_tasks.ipynb #1a3aa5c6
-HEADLINE: dict[str, str] = {  # task: the metric the paper's tables and figures use
-    "wikitext": "word_perplexity", "lambada_openai": "perplexity", "mmlu": "acc",
-    "gsm8k": "exact_match,flexible-extract", "arc_challenge": "acc_norm", "arc_easy": "acc_norm",
-    "hellaswag": "acc_norm", "piqa": "acc_norm", "boolq": "acc", "winogrande": "acc", "truthfulqa_mc1": "acc",
-    "truthfulqa_mc2": "acc", "ifeval": "prompt_level_strict_acc", "leaderboard_musr": "acc_norm",
-}
+    @property
+    def lower_is_better(self) -> bool: return self.metric in LOWER_IS_BETTER
+
+    @property
+    def cost(self) -> str:
+        "Cost class of one item: generation is slow (hundreds of forward passes), log-likelihoods are one pass."
+        return {"generate_until": "generation", "loglikelihood_rolling": "document"}.get(self.output, "scored")
+
+# %% ../nbs/00_tasks.ipynb #9033dab0
 LOWER_IS_BETTER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
+
+TASKS: dict[str, Task] = {
+    "wikitext": Task("fragile", "word_perplexity", "loglikelihood_rolling", 62,
+                     "EleutherAI/wikitext_document_level/wikitext-2-raw-v1/test.jsonl", "wikitext"),
+    "lambada_openai": Task("fragile", "perplexity", "loglikelihood", 5153,
+                           "EleutherAI/lambada_openai/default/test.jsonl", "lambada"),
+    "mmlu": Task("fragile", "acc", "multiple_choice", 14042, "cais/mmlu/<subject>/test.jsonl", "mmlu/default",
+                 chance=0.25, shots=5, sampler="first_n"),
+    "gsm8k": Task("fragile", "exact_match,flexible-extract", "generate_until", 1319,
+                  "openai/gsm8k/main/test.jsonl", "gsm8k", shots=5, default_shots=5),
+    "arc_challenge": Task("fragile", "acc_norm", "multiple_choice", 1172, "allenai/ai2_arc/ARC-Challenge/test.jsonl",
+                          "arc", chance=0.25),
+    "arc_easy": Task("fragile", "acc_norm", "multiple_choice", 2376, "allenai/ai2_arc/ARC-Easy/test.jsonl", "arc",
+                     chance=0.25),
+    "hellaswag": Task("fragile", "acc_norm", "multiple_choice", 10042, "Rowan/hellaswag/default/validation.jsonl",
+                      "hellaswag", chance=0.25),
+    "piqa": Task("fragile", "acc_norm", "multiple_choice", 1838, "baber/piqa/default/validation.jsonl", "piqa",
+                 chance=0.5),
+    "boolq": Task("fragile", "acc", "multiple_choice", 3270, "aps/super_glue/boolq/validation.jsonl",
+                  "super_glue/boolq", chance=0.622),  # majority class (yes)
+    "winogrande": Task("fragile", "acc", "multiple_choice", 1267,
+                       "allenai/winogrande/winogrande_xl/validation.jsonl", "winogrande", chance=0.5),
+    "truthfulqa_mc1": Task("robust", "acc", "multiple_choice", 817,
+                           "truthfulqa/truthful_qa/multiple_choice/validation.jsonl", "truthfulqa", chance=0.226,
+                           default_shots=0),
+    "truthfulqa_mc2": Task("robust", "acc", "multiple_choice", 817,
+                           "truthfulqa/truthful_qa/multiple_choice/validation.jsonl", "truthfulqa", chance=0.448,
+                           default_shots=0),
+    "ifeval": Task("robust", "prompt_level_strict_acc", "generate_until", 541, "google/IFEval/default/train.jsonl",
+                   "ifeval", default_shots=0),
+    "leaderboard_musr": Task("robust", "acc_norm", "multiple_choice", 756,
+                             "TAUR-Lab/MuSR/default/murder_mysteries.jsonl", "leaderboard/musr",
+                             chance=0.35),  # 2, 5 or 3 choices by domain (250/256/250 items): about 0.35
+}
+
+# %% ../nbs/00_tasks.ipynb #9d7461c9
+TASK_GROUPS: dict[str, str] = {name: t.group for name, t in TASKS.items()}   # task: fragile / robust
+HEADLINE: dict[str, str] = {name: t.metric for name, t in TASKS.items()}     # task: headline metric
+CHANCE: dict[str, float] = {name: t.chance for name, t in TASKS.items() if t.chance is not None}
+
+# %% ../nbs/00_tasks.ipynb #45b35b3d
+BASELINE = "none"   # the criterion recorded for the unpruned model
+
+def is_baseline(criterion) -> bool:
+    "Whether a criterion value marks the unpruned model (`BASELINE`, None, NaN/NA or \"baseline\")."
+    if criterion is None: return True
+    if isinstance(criterion, float) and math.isnan(criterion): return True
+    if type(criterion).__name__ in ("NAType", "NaTType"): return True
+    return str(criterion).lower() in (BASELINE, "baseline", "")
+
+# %% ../nbs/00_tasks.ipynb #de3d793f
+def cache_dir() -> Path:
+    "Where the package caches models and data (`GLU_PRUNING_CACHE`, else `~/.cache/glu_pruning`)."
+    return Path(os.environ.get("GLU_PRUNING_CACHE", Path.home() / ".cache" / "glu_pruning"))
+
+def data_root(data_dir=None) -> Path | None:
+    "The offline data folder: `data_dir`, else `$GLU_PRUNING_DATA`, else `<cache>/data` if it exists, else None."
+    d = data_dir or os.environ.get("GLU_PRUNING_DATA")
+    if not d:
+        d = cache_dir() / "data"
+        if not d.is_dir(): return None
+    d = Path(d).expanduser()
+    if not d.is_dir():
+        raise FileNotFoundError(f"benchmark data folder {d} does not exist; point GLU_PRUNING_DATA (or data_dir) at "
+                                f"the offline data folder, or create it with `glu-prune data download {d}` on a "
+                                "machine with network")
+    return d / "hf" if (d / "hf").is_dir() else d

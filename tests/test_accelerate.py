@@ -42,7 +42,7 @@ Path(out, f"rank{lm.rank}.json").write_text(json.dumps(dict(
 def offline_task(tmp: Path) -> Path | None:
     "arc_easy exactly as lm-eval ships it, reading the offline copy of its test split."
     import lm_eval.tasks
-    from glu_pruning.scoring import data_dir
+    from glu_pruning.tasks import data_root as data_dir
     d = data_dir()
     data = d / "allenai/ai2_arc/ARC-Easy/test.jsonl" if d else None
     if data is None or not data.exists(): return None
