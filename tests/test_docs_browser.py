@@ -117,7 +117,7 @@ class Browser:
 def site(tmp_path_factory):
     "The explorer page rendered as the docs site shows it (committed outputs, local plotly.js), served over HTTP."
     out = tmp_path_factory.mktemp("site")
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "render_docs.py"), "--only", "14_explorer.ipynb",
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "render_docs.py"), "--only", "15_explorer.ipynb",
                         "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert (out / "explorer.html").exists() and (out / "plotly.min.js").exists()
