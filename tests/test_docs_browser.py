@@ -249,3 +249,80 @@ def test_quarto_syntax_is_translated():
     opts, code = rd.directives("#| echo: false\n#| hide\nx = 1")
     assert opts == {"echo": "false", "hide": "true"} and code == "x = 1"
     assert rd.callouts("::: {.callout-note}\nhi\n:::") == '<div class="callout callout-note">\n\nhi\n\n</div>'
+
+
+# --- Every page as a reader meets it: the whole site rendered once ---------------------------------------------
+
+def _plain(s: str) -> str:
+    "Markdown or HTML reduced to its words (tags, markup and entities dropped, whitespace folded)."
+    import html as _html, re
+    s = re.sub(r"<[^>]+>", " ", s)
+    s = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", s)            # [text](url) -> text
+    s = _html.unescape(s).replace("`", "").replace("*", "").replace("_", " ")
+    return " ".join(s.split())
+
+
+def introductions() -> dict[str, str]:
+    "Each sidebar page's opening paragraph (the first prose after its title and `>` summary), by notebook path."
+    import nbformat, yaml
+    side = yaml.safe_load((ROOT / "nbs" / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
+    paths = []
+    def walk(items):
+        for it in items:
+            if isinstance(it, str): paths.append(it)
+            elif isinstance(it, dict): walk(it.get("contents", []))
+    walk(side)
+    out = {}
+    for p in paths:
+        cells = [c for c in nbformat.read(ROOT / "nbs" / p, 4).cells if c.cell_type == "markdown"]
+        lines = [l for l in cells[0].source.splitlines()[1:] if l.strip() and not l.startswith(">")]
+        text = "\n".join(lines) if lines else next(c.source for c in cells[1:] if c.source.strip())
+        para = next(b for b in text.split("\n\n") if b.strip() and not b.lstrip().startswith(("[![", "<", "#")))
+        out[p] = _plain(para)[:120]
+    return out
+
+
+@pytest.fixture(scope="module")
+def whole_site(tmp_path_factory):
+    "Every page of the docs site, rendered offline as Quarto would show it (committed outputs)."
+    out = tmp_path_factory.mktemp("whole_site")
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "render_docs.py"), "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return out
+
+
+def test_every_page_keeps_its_introduction(whole_site):
+    "nbdev turns a notebook's first markdown cell into front matter: an introduction must live in its own cell."
+    render = render_docs()
+    pages = {p.name: p for p in whole_site.rglob("*.html")}
+    missing = []
+    for nb, intro in introductions().items():
+        fm = render.front_matter(json.loads((ROOT / "_proc" / nb).read_text()))
+        page = whole_site / render.page_name(ROOT / "_proc" / nb, fm)
+        assert page.exists(), f"{nb} was not rendered ({sorted(pages)})"
+        body = _plain(page.read_text().split("<main", 1)[-1])
+        if intro not in body: missing.append(f"{nb}: {intro[:60]!r}")
+    assert not missing, "opening paragraph lost on the site (put it in its own markdown cell after the title):\n" + \
+        "\n".join(missing)
+
+
+@needs_chromium
+def test_scoring_page_typesets_math_and_shows_the_colab_badge(whole_site, tmp_path):
+    "On the scoring page the PPM formula is typeset (MathML boxes with height), and the Colab badge is an image."
+    b = Browser()
+    try:
+        b.goto((whole_site / "scoring.html").as_uri())
+        math = b.js("""[...document.querySelectorAll('math')].map(m => {
+            const r = m.getBoundingClientRect(); return [m.getAttribute('display'), r.width, r.height]; })""")
+        assert math, "no typeset math on the scoring page"
+        assert any(d == "block" and w > 100 and h > 10 for d, w, h in math), math[:3]
+        assert "$$" not in b.js("document.querySelector('main').innerText"), "raw $$ left in the page"
+        badge = b.js("""(() => { const a = [...document.querySelectorAll('a')].find(a => a.href.includes('colab.research.google.com'));
+            if (!a) return null; const i = a.querySelector('img');
+            return {href: a.href, img: !!i, loaded: !!(i && i.complete && i.naturalWidth > 0)}; })()""")
+        assert badge and badge["img"] and badge["loaded"], badge
+        assert badge["href"].endswith("nbs/02_scoring.ipynb"), badge["href"]
+        b.screenshot(shots_dir(tmp_path) / "scoring_math_badge.png")
+    finally:
+        b.close()

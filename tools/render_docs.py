@@ -12,7 +12,8 @@ so on an offline machine this script does the same job with what the dev environ
 3. Math (`$...$`, `$$...$$`) in markdown is typeset as MathML (latex2mathml), which browsers render natively with no
    script or font download; Quarto typesets the same source with MathJax on the published site.
 4. plotly figures in outputs load plotly.js from its CDN; here the CDN address is swapped for a local copy of the
-   same file (`plotly.min.js` from the installed plotly package), so the pages work with no network.
+   same file (`plotly.min.js` from the installed plotly package), so the pages work with no network. The "Open in
+   Colab" badge image is swapped for a local drawing of it the same way.
 
 `--readme` also writes README.md from `nbs/index.ipynb` (what `nbdev-readme` does with Quarto); `--readme-only`
 does just that, in a second.
@@ -62,6 +63,14 @@ def quarto_links(md: str) -> str:
     return re.sub(r'\[([^\]]+)\]\(([^)\s]+)\)\{([^}]*)\}', lambda m: f'<a href="{m.group(2)}" {m.group(3)}>{m.group(1)}</a>', md)
 
 
+COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
+COLAB_BADGE_SVG = (  # the badge's look (117×20), drawn here so an offline page shows it
+    '<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" aria-label="Open in Colab">'
+    '<rect width="117" height="20" rx="3" fill="#555"/><rect x="24" width="93" height="20" rx="3" fill="#1a73e8"/>'
+    '<circle cx="9" cy="10" r="5" fill="none" stroke="#f9ab00" stroke-width="3"/>'
+    '<circle cx="16" cy="10" r="5" fill="none" stroke="#f9ab00" stroke-width="3"/>'
+    '<text x="70" y="14" fill="#fff" font-family="Verdana,sans-serif" font-size="11" text-anchor="middle">'
+    'Open in Colab</text></svg>')
 MATH_RE = re.compile(r"(?<!\\)\$\$(.+?)\$\$|(?<![\\$\w])\$(?!\s)([^$\n]+?)(?<!\s)\$(?![\w$])", re.S)
 CODE_RE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
 
@@ -184,6 +193,7 @@ def render_page(nb_path: Path, out_dir: Path, nav_items, exporter) -> tuple[str,
         stem = re.sub(r"(^|/)[0-9]+_", lambda k: k.group(1), m.group(1))
         return f'href="{stem}.html{m.group(2) or ""}"'
     body = re.sub(r'href="(?!https?:|#|/)([^"]+?)\.ipynb(#[^"]*)?"', _link, body)
+    body = body.replace(COLAB_BADGE_URL, f"{up}colab-badge.svg")
     body = re.sub(r'<a href="https://glu-pruning\.github\.io/glu_pruning/([^"]+)"', rf'<a href="{up}\1"', body)
     nav = []
     for section, pages in nav_items:
@@ -269,6 +279,7 @@ def main(argv=None):
     if not pages: sys.exit(f"no processed notebooks in {PROC}; run without --no-proc")
     out_dir = Path(a.out); out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "site.css").write_text(SITE_CSS)
+    (out_dir / "colab-badge.svg").write_text(COLAB_BADGE_SVG)
     if (NBS / "styles.css").exists(): shutil.copy(NBS / "styles.css", out_dir / "styles.css")
     from nbconvert import HTMLExporter
     from traitlets.config import Config
