@@ -243,24 +243,32 @@ def aggregate(values, weights=None, agg: str = "mean"):
     raise ValueError(f"unknown aggregation {agg!r}; use one of {AGGREGATIONS}")
 
 # %% ../nbs/07_store.ipynb #258f39f3
-def paired_bootstrap(a, b,            # per-item values of the two variants, aligned (same items, same order)
+def paired_bootstrap(a, b,            # per-item values of the two variants, aligned (same items, same order); a=None: b alone
                      wa=None, wb=None, # per-item weights (e.g. words per document), aligned; default 1
                      agg: str = "mean", # how items make a metric (see `aggregate`)
                      n_boot: int = 2000, # resamples
                      ci: float = 0.95,  # confidence level
                      seed: int = 0,
+                     ratio: bool = False, # the change as `b / a` (perplexities) instead of `b − a`
                     ) -> dict:
-    "Difference `b − a` of a metric over shared items, with a paired-bootstrap confidence interval."
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError(f"a and b must be aligned 1-D arrays of the same items; got shapes {a.shape} and {b.shape}")
-    wa = np.ones_like(a) if wa is None else np.asarray(wa, float)
+    "Difference `b − a` (or ratio `b / a`) of a metric over shared items, with a paired-bootstrap confidence interval."
+    b = np.asarray(b, float)
+    a = None if a is None else np.asarray(a, float)
+    if (a is not None and a.shape != b.shape) or b.ndim != 1 or not len(b):
+        raise ValueError(f"a and b must be aligned 1-D arrays of the same items; got shapes "
+                         f"{None if a is None else a.shape} and {b.shape}")
     wb = np.ones_like(b) if wb is None else np.asarray(wb, float)
-    delta = float(aggregate(b, wb, agg) - aggregate(a, wa, agg))
-    rng, n, d = np.random.default_rng(seed), len(a), []
-    for s in range(0, n_boot, max(1, 2_000_000 // n)):   # resample in blocks to bound memory
-        idx = rng.integers(0, n, (min(n_boot - s, max(1, 2_000_000 // n)), n))
-        d.append(aggregate(b[idx], wb[idx], agg) - aggregate(a[idx], wa[idx], agg))
+    wa = None if a is None else (np.ones_like(a) if wa is None else np.asarray(wa, float))
+    def change(idx=slice(None)):   # the metric of b alone, or b against a, on the items `idx`
+        vb = aggregate(b[idx], wb[idx], agg)
+        if a is None: return vb
+        va = aggregate(a[idx], wa[idx], agg)
+        return vb / va if ratio else vb - va
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = float(change())
+        rng, n, d = np.random.default_rng(seed), len(b), []
+        for s in range(0, n_boot, max(1, 2_000_000 // n)):   # resample in blocks to bound memory
+            d.append(change(rng.integers(0, n, (min(n_boot - s, max(1, 2_000_000 // n)), n))))
     d = np.concatenate(d)
     lo, hi = np.quantile(d, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return dict(delta=delta, ci_low=float(lo), ci_high=float(hi), n_items=n)
