@@ -6,7 +6,10 @@ Docs: https://glu-pruning.github.io/glu_pruning/scoring.html.md"""
 
 # %% ../nbs/02_scoring.ipynb #0981ba8e
 from __future__ import annotations
+import fnmatch
+import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,10 +19,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .models import GLUMLP, find_mlps
-from .tasks import data_root
+from .tasks import TASKS, data_root
 
 # %% auto #0
-__all__ = ['CRITERIA', 'ppm', 'Criterion', 'register_criterion', 'score_weights', 'calibration_texts', 'calibrate', 'score']
+__all__ = ['CRITERIA', 'CALIBRATION_SOURCES', 'DEFAULT_CALIBRATION', 'ppm', 'Criterion', 'register_criterion', 'score_weights',
+           'CalibrationTexts', 'CalibrationSource', 'evaluated_by', 'calibration_texts', 'calibrate', 'score']
 
 # %% ../nbs/02_scoring.ipynb #565d123e
 def ppm(w_gate: torch.Tensor, # I×H gate rows
@@ -114,25 +118,95 @@ def score_weights(criterion: str, # a name in `CRITERIA`
     with torch.no_grad(): s = CRITERIA[criterion].fn(w_gate, w_up, w_down, stats=stats, seed=seed, layer=layer)
     return s.float().cpu()
 
-# %% ../nbs/02_scoring.ipynb #c0ea2dfd
-def calibration_texts(n: int = 32, # number of passages
-                      min_chars: int = 400, # skip headings and short lines
+# %% ../nbs/02_scoring.ipynb #c41b0a11
+class CalibrationTexts(list):
+    "A list of calibration passages that remembers where they came from (`source`), for the records a pruned model keeps."
+    def __init__(self, texts=(), source: str = "user texts"):
+        super().__init__(texts); self.source = source
+
+@dataclass(frozen=True)
+class CalibrationSource:
+    "A calibration corpus in the offline data folder: where its records live and how a record becomes text."
+    path: str        # <hf_dataset_path>/<config>/<split>.jsonl under the data root; `*` matches several configs
+    text: Callable   # record (a dict) → list of text pieces
+
+def _answer(choices, i): return f" Answer: {choices[i]}"
+
+CALIBRATION_SOURCES: dict[str, CalibrationSource] = {
+    # training and validation splits that no task of the suite scores (gsm8k's train split only lends few-shot examples)
+    "gsm8k_train": CalibrationSource("openai/gsm8k/main/train.jsonl",
+                                     lambda r: [f"Question: {r['question']}\nAnswer: {r['answer']}"]),
+    "arc_train": CalibrationSource("allenai/ai2_arc/ARC-*/train.jsonl", lambda r: [
+        r["question"] + _answer(r["choices"]["text"], r["choices"]["label"].index(r["answerKey"]))]),
+    "mmlu_validation": CalibrationSource("cais/mmlu/*/validation.jsonl",
+                                         lambda r: [r["question"] + _answer(r["choices"], r["answer"])]),
+    # scored by the `wikitext` task: calibrating on it makes that task's perplexity optimistic
+    "wikitext_test": CalibrationSource("EleutherAI/wikitext_document_level/wikitext-2-raw-v1/test.jsonl",
+                                       lambda r: [p.strip() for p in r["page"].split("\n")
+                                                  if p.strip() and not p.strip().startswith("=")]),
+}
+DEFAULT_CALIBRATION = ("gsm8k_train", "arc_train", "mmlu_validation")
+
+def evaluated_by(path: str) -> list[str]:
+    "The tasks of `TASKS` that score the data file `path` (relative to the data root)."
+    path = str(path)
+    return [name for name, t in TASKS.items()
+            if fnmatch.fnmatch(path, t.data.replace("<subject>", "*")) or path == t.data]
+
+# %% ../nbs/02_scoring.ipynb #c41b0a12
+def _pieces(name: str, src: CalibrationSource, root: Path, allow_evaluated: bool):
+    "Text pieces of one source, round-robin over its files (so MMLU's subjects mix)."
+    files = sorted(root.glob(src.path))
+    if not files:
+        raise FileNotFoundError(f"calibration source {name!r} ({src.path}) not found under {root}; point "
+                                "GLU_PRUNING_DATA at the offline data folder (see README), or pass your own texts.")
+    for f in files:
+        tasks = evaluated_by(f.relative_to(root).as_posix())
+        if tasks and not allow_evaluated:
+            raise ValueError(f"calibration source {name!r} ({src.path}) is the split that {', '.join(tasks)} "
+                             "scores, so its results there would be optimistic; choose another source (default: "
+                             f"{'+'.join(DEFAULT_CALIBRATION)}) or pass allow_evaluated=True to accept that.")
+        if tasks: warnings.warn(f"calibrating on {src.path}, which {', '.join(tasks)} scores: its results there are "
+                                "optimistic", stacklevel=3)
+    its = [(json.loads(l) for l in f.open() if l.strip()) for f in files]
+    while its:
+        for it in list(its):
+            r = next(it, None)
+            if r is None: its.remove(it)
+            else: yield from src.text(r)
+
+def calibration_texts(n: int = 32,          # number of passages
+                      min_chars: int = 400, # short records are joined up to at least this many characters
                       data: str | None = None, # offline data folder (default `GLU_PRUNING_DATA`)
-                     ) -> list[str]:
-    "`n` WikiText-2 (test) passages from the offline data folder."
-    import json
-    d = data_root(data)
-    f = d / "EleutherAI/wikitext_document_level/wikitext-2-raw-v1/test.jsonl" if d else None
-    if f is None or not f.exists():
-        raise FileNotFoundError(f"WikiText-2 not found under {d or '(no GLU_PRUNING_DATA set)'}; set GLU_PRUNING_DATA "
-                                "to the offline data folder (see README), or pass your own list of strings.")
-    out = []
-    for line in f.read_text().splitlines():
-        for para in json.loads(line)["page"].split("\n"):
-            para = para.strip()
-            if len(para) >= min_chars and not para.startswith("="): out.append(para)
-            if len(out) == n: return out
-    return out
+                      source: str | tuple = DEFAULT_CALIBRATION, # names in `CALIBRATION_SOURCES`, or a .txt/.jsonl file
+                      allow_evaluated: bool = False, # accept a split that a task scores (with a warning)
+                     ) -> CalibrationTexts:
+    "`n` calibration passages from data that no task of the suite scores (by default) or from your own file."
+    names = [source] if isinstance(source, (str, Path)) else list(source)
+    if len(names) == 1 and Path(str(names[0])).suffix in (".txt", ".jsonl") and Path(str(names[0])).is_file():
+        f = Path(names[0])
+        recs = (json.loads(l)["text"] for l in f.open() if l.strip()) if f.suffix == ".jsonl" else \
+               (p for p in f.read_text().split("\n\n"))
+        streams, label = [iter(p.strip() for p in recs if p.strip())], f.name
+    else:
+        bad = [s for s in names if s not in CALIBRATION_SOURCES]
+        if bad: raise ValueError(f"unknown calibration source {bad[0]!r}; choose from {', '.join(CALIBRATION_SOURCES)} "
+                                 "or give the path of a .txt (paragraphs split by blank lines) or .jsonl ('text' field) file.")
+        root = data_root(data)
+        if root is None:
+            raise FileNotFoundError("no offline data folder (GLU_PRUNING_DATA is not set); set it to the offline data "
+                                    "folder (see README), or pass your own list of strings as texts.")
+        streams = [_pieces(s, CALIBRATION_SOURCES[s], root, allow_evaluated) for s in names]
+        label = "+".join(names)
+    out, active = [], [[s, ""] for s in streams]
+    while active and len(out) < n:   # one passage from each source in turn
+        for st in list(active):
+            while len(st[1]) < min_chars and (p := next(st[0], None)) is not None:
+                st[1] = f"{st[1]}\n\n{p}" if st[1] else p
+            if len(st[1]) >= min_chars: out.append(st[1]); st[1] = ""
+            else: active.remove(st)   # this source ran out
+            if len(out) == n: break
+    return CalibrationTexts(out, label)
 
 # %% ../nbs/02_scoring.ipynb #5f67f314
 @torch.no_grad()
