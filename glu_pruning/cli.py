@@ -13,7 +13,7 @@ __all__ = ['COMMANDS', 'USER_ERRORS', 'main']
 
 # %% ../nbs/18_cli.ipynb #122334cc
 COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, one-line help)
-    "prune":  ("glu_pruning.slicing",    "prune every GLU-MLP of a model to a target width and save it"),
+    "prune":  ("glu_pruning.streaming",  "prune every GLU-MLP of a model to a target width and save it"),
     "demo":   ("glu_pruning.sweep",      "the main job on the bundled SmolLM2 (offline): sweep 4 ratios on the quick suite, then the report"),
     "eval":   ("glu_pruning.evaluation", "evaluate a model (optionally pruned) on a task suite into a result store"),
     "data":   ("glu_pruning.evaluation", "download benchmark data into the offline layout (needs network)"),

@@ -16,23 +16,30 @@ from torch import nn
 from .tasks import cache_dir
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'ALIASES', 'DEFAULT_MODEL', 'GLUAdapter', 'get_adapter', 'GLUMLP', 'find_mlps', 'tiny_model',
-           'weights_fingerprint', 'fingerprint', 'resolve_alias', 'load_model', 'generate', 'count_params']
+__all__ = ['ADAPTERS', 'ALIASES', 'DEFAULT_MODEL', 'MODEL_HELP', 'GLUAdapter', 'get_adapter', 'GLUMLP', 'find_mlps', 'tiny_model',
+           'weights_fingerprint', 'fingerprint', 'resolve_alias', 'load_model', 'generate', 'count_params',
+           'add_model_args']
 
 # %% ../nbs/01_models.ipynb #2a3793e7
 @dataclass(frozen=True)
 class GLUAdapter:
-    "Where one model family keeps its GLU-MLP: attribute names relative to the decoder layer list."
+    "Where one model family keeps its GLU-MLP, and how its gate/up rows are laid out (the fused-layout rule lives here)."
     layers: str = "model.layers"  # dotted path from the causal-LM module to the list of decoder layers
     mlp: str = "mlp"              # attribute of a decoder layer holding the MLP
     gate: str | None = "gate_proj"  # I×H gate projection (None when fused)
     up: str | None = "up_proj"      # I×H up projection (None when fused)
     down: str = "down_proj"         # H×I down projection
     gate_up: str | None = None      # fused 2I×H projection, gate rows first, then up rows
-    act: str = "hidden_act"         # config attribute naming the activation
 
     @property
     def fused(self) -> bool: return self.gate_up is not None
+    def split(self, w_gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "The gate rows and the up rows of a fused `gate_up` weight (or bias)."
+        n = w_gate_up.shape[0] // 2
+        return w_gate_up[:n], w_gate_up[n:]
+    def rows(self, keep: torch.Tensor, width: int) -> torch.Tensor:
+        "The rows of the gate/up weight that hold neurons `keep` of `width`: fused, each neuron has two."
+        return torch.cat([keep, keep + width]) if self.fused else keep
 
 # %% ../nbs/01_models.ipynb #844f0865
 ADAPTERS: dict[str, GLUAdapter] = {
@@ -43,8 +50,8 @@ ADAPTERS: dict[str, GLUAdapter] = {
     "olmo2":       GLUAdapter(),
     "granite":     GLUAdapter(),
     "gemma":       GLUAdapter(),
-    "gemma2":      GLUAdapter(act="hidden_activation"),
-    "gemma3_text": GLUAdapter(act="hidden_activation"),
+    "gemma2":      GLUAdapter(),
+    "gemma3_text": GLUAdapter(),
     "phi3":        GLUAdapter(gate=None, up=None, gate_up="gate_up_proj"),
 }
 
@@ -88,10 +95,10 @@ class GLUMLP:
     def width(self) -> int: return self.proj("down").in_features
     @property
     def w_gate(self) -> torch.Tensor:
-        return self.proj("gate_up").weight[:self.width] if self.adapter.fused else self.proj("gate").weight
+        return self.adapter.split(self.proj("gate_up").weight)[0] if self.adapter.fused else self.proj("gate").weight
     @property
     def w_up(self) -> torch.Tensor:
-        return self.proj("gate_up").weight[self.width:] if self.adapter.fused else self.proj("up").weight
+        return self.adapter.split(self.proj("gate_up").weight)[1] if self.adapter.fused else self.proj("up").weight
     @property
     def w_down(self) -> torch.Tensor: return self.proj("down").weight
 
@@ -194,8 +201,8 @@ def _gguf_key(path: Path) -> str:
 def _dequantize_gguf(path: Path, out: Path):
     "Load a GGUF with transformers, rebuild it as a plain model and save it (and its tokenizer) to `out`."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    q = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+    q = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, trust_remote_code=False)
     cfg = q.config.to_dict(); cfg.pop("quantization_config", None)
     cfg = type(q.config).from_dict(cfg)
     with torch.device("meta"): m = AutoModelForCausalLM.from_config(cfg)
@@ -274,3 +281,18 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 40, chat: bool
 def count_params(model: nn.Module) -> int:
     "Number of distinct parameters (tied embeddings counted once)."
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+# %% ../nbs/01_models.ipynb #d1d1c968
+MODEL_HELP = {
+    "model": "alias (smollm2-135m-instruct), .gguf file, local folder or Hub id",
+    "dtype": "float32, bfloat16, float16 or auto (the checkpoint's own; default)",
+    "device": "cpu, cuda, ... (default: cuda when available)",
+}
+
+def add_model_args(p,                        # an argparse parser
+                   model: str | None = "model", # the positional argument's name (None: the command adds its own)
+                  ):
+    "Add MODEL, --dtype and --device, with their one default and help text."
+    if model: p.add_argument(model, help=MODEL_HELP["model"])
+    p.add_argument("--dtype", default="auto", help=MODEL_HELP["dtype"])
+    p.add_argument("--device", default=None, help=MODEL_HELP["device"])

@@ -22,8 +22,9 @@ from .models import GLUMLP, find_mlps
 from .tasks import TASKS, data_root
 
 # %% auto #0
-__all__ = ['CRITERIA', 'CALIBRATION_SOURCES', 'DEFAULT_CALIBRATION', 'ppm', 'Criterion', 'register_criterion', 'score_weights',
-           'CalibrationTexts', 'CalibrationSource', 'evaluated_by', 'calibration_texts', 'calibrate', 'score']
+__all__ = ['CRITERIA', 'CALIBRATION_SOURCES', 'DEFAULT_CALIBRATION', 'ppm', 'Criterion', 'register_criterion', 'get_criterion',
+           'score_weights', 'CalibrationTexts', 'CalibrationSource', 'evaluated_by', 'calibration_texts', 'calibrate',
+           'score']
 
 # %% ../nbs/02_scoring.ipynb #565d123e
 def ppm(w_gate: torch.Tensor, # I×H gate rows
@@ -106,16 +107,29 @@ def _ppm_x_activation(w_gate, w_up, w_down=None, stats=None, seed=0, layer=0):
     g, u, d = rng(w_gate, 1), rng(w_up, 1), rng(w_down, 0)
     return (g / g.max() + u / u.max() + d / d.max()) * _need(stats, "ppm_x_activation")["l2"].float()
 
+# %% ../nbs/02_scoring.ipynb #49fda290
+def get_criterion(name: str,                       # a name in `CRITERIA`
+                  weight_only: str | None = None,  # the job that runs no calibration text (e.g. "streaming"), if any
+                 ) -> Criterion:
+    "The `Criterion` registered as `name`; the one place an unknown (or, where only weights are at hand, a data) criterion is refused."
+    if name not in CRITERIA:
+        raise ValueError(f"unknown criterion {name!r}; choose one of {', '.join(sorted(CRITERIA))} "
+                         "(or add your own with `register_criterion`).")
+    c = CRITERIA[name]
+    if weight_only and c.needs_data:
+        ok = ", ".join(sorted(n for n, v in CRITERIA.items() if not v.needs_data))
+        raise ValueError(f"criterion {name!r} scores neurons by their activations on calibration text, which "
+                         f"{weight_only} does not run; use a weight-only criterion ({ok}).")
+    return c
+
 # %% ../nbs/02_scoring.ipynb #e86bbc06
 def score_weights(criterion: str, # a name in `CRITERIA`
                   w_gate, w_up, w_down=None, *, stats=None, seed: int = 0, layer: int = 0) -> torch.Tensor:
     "Scores of one layer's neurons from its weights (and calibration `stats` for data criteria)."
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose one of {sorted(CRITERIA)} "
-                         "or add your own with `register_criterion`.")
+    crit = get_criterion(criterion)
     # no_grad: weights usually have requires_grad=True, and an autograd graph would keep every layer's old
     # matrices alive through the scores long after slicing replaced them
-    with torch.no_grad(): s = CRITERIA[criterion].fn(w_gate, w_up, w_down, stats=stats, seed=seed, layer=layer)
+    with torch.no_grad(): s = crit.fn(w_gate, w_up, w_down, stats=stats, seed=seed, layer=layer)
     return s.float().cpu()
 
 # %% ../nbs/02_scoring.ipynb #c41b0a11
@@ -245,9 +259,7 @@ def score(model, criterion: str = "ppm", # a name in `CRITERIA`
           stats: list[dict] | None = None, # from `calibrate`, to reuse one calibration for several criteria
           batch_size: int = 4, max_length: int = 256, progress: bool = True) -> list[torch.Tensor]:
     "One float32 score per intermediate neuron, per layer (higher = keep)."
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose one of {sorted(CRITERIA)}.")
-    if not CRITERIA[criterion].needs_data: stats = None
+    if not get_criterion(criterion).needs_data: stats = None
     elif stats is None:
         if tokenizer is None or not texts:
             raise ValueError(f"criterion {criterion!r} needs calibration text: pass `tokenizer=` and `texts=` "

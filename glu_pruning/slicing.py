@@ -6,7 +6,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/slicing.html.md"""
 
 # %% ../nbs/03_slicing.ipynb #6d3f967d
 from __future__ import annotations
-import copy, hashlib, json, math, shutil
+import contextlib, copy, hashlib, json, math, os, shutil, warnings
 from dataclasses import dataclass, field, asdict
 from fractions import Fraction
 from pathlib import Path
@@ -16,51 +16,66 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .models import GLUMLP, count_params, find_mlps, fingerprint
-from .scoring import CRITERIA, score
+from .models import ALIASES, GLUMLP, count_params, find_mlps, fingerprint, resolve_alias
+from .scoring import CRITERIA, get_criterion, score
 
 # %% auto #0
-__all__ = ['target_width', 'keep_indices', 'slice_mlp', 'PruneReport', 'prune', 'pruning_metadata', 'model_card',
-           'write_pruning_files', 'save_pruned', 'cli_prune', 'demo_prune']
+__all__ = ['TARGET_HELP', 'check_target', 'target_width', 'keep_indices', 'slice_mlp', 'PruneReport', 'prune', 'pruning_metadata',
+           'model_card', 'write_pruning_files', 'check_out', 'partial_folder', 'publish', 'save_pruned',
+           'add_target_args', 'target_args', 'demo_prune']
 
 # %% ../nbs/03_slicing.ipynb #1f8f22d3
+def check_target(ratio: float | None = None,   # target expansion ratio k/H, e.g. 2.4
+                 percent: float | None = None, # share of neurons to prune, e.g. 40
+                 width: int | None = None,     # absolute target width
+                 round_to: int | None = None,  # round k down to a multiple of this (8, 64, 128 ...)
+                ) -> dict:
+    "The request as a spec dict (`{'ratio': 2.4}`), after the checks that need no model; the one owner of them."
+    given = {n: v for n, v in dict(ratio=ratio, percent=percent, width=width).items() if v is not None}
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of ratio, percent or width (got {', '.join(given) or 'none'}); "
+                         "e.g. ratio=2.4 keeps ⌈2.4 × hidden⌉ neurons per layer.")
+    (name, v), = given.items()
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name}={v!r} is not a finite number; e.g. ratio=2.4, percent=40 or width=1024.")
+    if name == "percent" and not 0 < v < 100:
+        raise ValueError(f"percent={v} must be above 0 and below 100 (the share of neurons to prune, e.g. 40); "
+                         "percent=0 prunes nothing: leave the target out for the unpruned model.")
+    if v <= 0:
+        raise ValueError(f"{name}={v} must be above 0; it is the size to keep (e.g. ratio=2.4 or width=1024), "
+                         "and 0 would keep nothing. Leave the target out for the unpruned model.")
+    if name == "width" and v != int(v): raise ValueError(f"width={v} must be a whole number of neurons, e.g. 1024.")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, (int, float))
+                                 or not math.isfinite(round_to) or round_to <= 0 or round_to != int(round_to)):
+        raise ValueError(f"round_to={round_to} must be a positive whole number such as 8, 64 or 128; "
+                         "leave it out (no --round-to) for no rounding.")
+    return {name: int(v) if name == "width" else v} | ({} if round_to is None else {"round_to": int(round_to)})
+
 def target_width(intermediate: int, # current width I
                  hidden: int,       # hidden size H
                  ratio: float | None = None,   # target expansion ratio k/H, e.g. 2.4
-                 percent: float | None = None, # share of neurons to prune, e.g. 40 (0 keeps all: the baseline)
+                 percent: float | None = None, # share of neurons to prune, e.g. 40
                  width: int | None = None,     # absolute target width
                  round_to: int | None = None,  # round k down to a multiple of this (8, 64, 128 ...)
                 ) -> int:
     "The number of intermediate neurons each layer keeps."
-    given = [n for n, v in (("ratio", ratio), ("percent", percent), ("width", width)) if v is not None]
-    if len(given) != 1:
-        raise ValueError(f"give exactly one of ratio, percent or width (got {', '.join(given) or 'none'}); "
-                         f"e.g. ratio=2.4 keeps ⌈2.4 × {hidden}⌉ neurons per layer.")
+    spec = check_target(ratio=ratio, percent=percent, width=width, round_to=round_to)
     cur = intermediate / hidden
-    if percent is not None:
-        if not 0 <= percent < 100:
-            raise ValueError(f"percent={percent} is outside [0, 100); it is the share of the {intermediate} neurons "
-                             "to prune, e.g. percent=40.")
-        k = intermediate - min(math.floor(Fraction(str(percent)) * intermediate / 100), intermediate - 1)
-    elif ratio is not None:
-        if ratio <= 0: raise ValueError(f"ratio={ratio} must be > 0; the model's current ratio is {cur:.3g}.")
-        k = math.ceil(Fraction(str(ratio)) * hidden)
-        if k >= intermediate:
-            raise ValueError(f"ratio={ratio} gives width {k} ≥ current {intermediate} (the model is at {cur:.3g}x); "
-                             f"ask for a ratio below {cur:.3g}.")
-    else:
-        if width != int(width) or width <= 0:
-            raise ValueError(f"width={width} must be a positive integer below the current {intermediate}.")
-        k = int(width)
-        if k >= intermediate:
-            raise ValueError(f"width={k} ≥ current {intermediate}; ask for a width below {intermediate} "
-                             f"(ratio below {cur:.3g}).")
-    if round_to:
-        if round_to <= 0 or round_to != int(round_to):
-            raise ValueError(f"round_to={round_to} must be a positive integer such as 8, 64 or 128.")
-        if round_to >= intermediate:
-            raise ValueError(f"round_to={round_to} ≥ current width {intermediate}; choose a smaller multiple.")
-        k = max(round_to, k // round_to * round_to)
+    if percent is not None: k = intermediate - min(math.floor(Fraction(str(percent)) * intermediate / 100), intermediate - 1)
+    elif ratio is not None: k = math.ceil(Fraction(str(ratio)) * hidden)
+    else: k = int(width)
+    if k >= intermediate:
+        asked = f"ratio={ratio} gives width {k}" if ratio is not None else f"width={k}"
+        raise ValueError(f"{asked} ≥ current {intermediate} (the model is at {cur:.3g}x); ask for a ratio below "
+                         f"{cur:.3g} (a width below {intermediate}).")
+    if round_to is not None:
+        if spec["round_to"] > k:
+            raise ValueError(f"round_to={spec['round_to']} is larger than the target width {k}, and rounding never "
+                             f"grows a layer; the largest allowed round_to here is {k}.")
+        k = k // spec["round_to"] * spec["round_to"]
+    if k < 8 or k < intermediate / 100:
+        warnings.warn(f"the target keeps only {k} of {intermediate} neurons per layer ({k / intermediate:.1%}); "
+                      "almost nothing of each MLP is left. Check the ratio/percent/width you asked for.")
     return k
 
 # %% ../nbs/03_slicing.ipynb #d754c204
@@ -82,7 +97,7 @@ def slice_mlp(mlp: GLUMLP, keep: torch.Tensor):
     keep = keep.to(mlp.w_down.device)
     if mlp.adapter.fused:
         gu = mlp.proj("gate_up")
-        rows = torch.cat([keep, keep + I])
+        rows = mlp.adapter.rows(keep, I)
         _set_weight(gu, gu.weight.data.index_select(0, rows),
                     None if gu.bias is None else gu.bias.data.index_select(0, rows))
     else:
@@ -147,12 +162,14 @@ def prune(model: nn.Module,
           progress: bool = True,
          ) -> PruneReport:
     "Prune every GLU-MLP of `model` to the same width, keeping its top-scored neurons."
+    get_criterion(criterion)   # an unknown name fails before any work
     mlps = find_mlps(model)
     cfg = model.config
     I, H = mlps[0].width, cfg.hidden_size
     if any(m.width != I for m in mlps):
         raise ValueError("layers have different widths (already pruned non-uniformly?); prune the original model.")
-    k = target_width(I, H, ratio=ratio, percent=percent, width=width, round_to=round_to)
+    spec = check_target(ratio=ratio, percent=percent, width=width, round_to=round_to)
+    k = target_width(I, H, **spec)
     base_fp = fingerprint(model)
     if scores is None: scores = score(model, criterion, tokenizer=tokenizer, texts=texts, seed=seed, progress=progress)
     if len(scores) != len(mlps) or any(s.numel() != I for s in scores):
@@ -168,7 +185,6 @@ def prune(model: nn.Module,
         slice_mlp(m, kp)
     removed -= mlp_params(target_mlps)
     target.config.intermediate_size = k
-    spec = {n: v for n, v in dict(ratio=ratio, percent=percent, width=width, round_to=round_to).items() if v is not None}
     rep = PruneReport(base=str(getattr(model, "glu_source", None) or getattr(cfg, "_name_or_path", "") or cfg.model_type),
                       model_type=cfg.model_type, criterion=criterion, spec=spec, seed=seed, hidden=H,
                       width_before=I, width_after=k, keep=[kp.tolist() for kp in keep], params_before=n_before,
@@ -214,68 +230,118 @@ def write_pruning_files(out_dir, meta: dict):
     (out_dir / "README.md").write_text(model_card(meta))
 
 # %% ../nbs/03_slicing.ipynb #f6902a44
-def _prepare_out(out_dir, overwrite: bool) -> Path:
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir(): raise FileExistsError(f"{out} exists and is a file; choose a folder path.")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass overwrite=True "
-                                  "(--overwrite) to replace its contents.")
-        if not ((out / "config.json").exists() or (out / "pruning.json").exists()):
-            raise FileExistsError(f"{out} is not empty and does not look like a saved model (no config.json); "
-                                  "refusing to delete it even with overwrite. Choose a new folder.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+_MARK = ".glu_pruning-partial"   # marks a sibling temporary folder as ours (so only ours is ever removed)
+
+def _inputs(src) -> list[Path]:
+    "The local files or folders behind `src` (a path, or an alias's GGUF file), which no output may replace."
+    name = str(src or "")
+    if name.lower() in ALIASES:
+        try: name = resolve_alias(name)
+        except FileNotFoundError: return []
+    p = Path(name).expanduser()
+    return [p.resolve()] if name and p.exists() else []
+
+def check_out(out_dir,                 # where a model is to be written
+              overwrite: bool = False, # allow replacing a previous glu_pruning output (a folder with pruning.json)
+              inputs=(),               # what is being read (paths, or names as the user gave them)
+             ) -> Path:
+    "The one output-folder guard: refuse an output that is or holds an input, is a file, or is a non-empty folder other than a previous glu_pruning output."
+    out = Path(out_dir).expanduser().resolve()
+    for s in (p for src in inputs for p in _inputs(src)):
+        if out == s or out in s.parents:
+            raise ValueError(f"the output folder {out} {'is' if out == s else 'contains'} the input {s}; "
+                             "write the pruned model to another folder.")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())): return out
+    if not out.is_dir(): raise FileExistsError(f"{out} exists and is a file; choose a folder path for the output.")
+    if not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; choose another folder, or pass overwrite=True "
+                              "(--overwrite) to replace a previous glu_pruning output.")
+    if not (out / "pruning.json").is_file():
+        raise FileExistsError(f"{out} is not empty and is not a glu_pruning output (it has no pruning.json); refusing "
+                              "to replace it even with overwrite. Choose a new folder.")
+    return out
+
+# %% ../nbs/03_slicing.ipynb #e1c2cb1e
+def _umask() -> int:
+    m = os.umask(0); os.umask(m)
+    return m
+
+def partial_folder(out: Path,       # the final output folder (checked by `check_out`)
+                   resume=None,     # a test `resume(tmp) -> bool`: keep an interrupted run's folder to continue it
+                  ) -> Path:
+    "The sibling temporary folder a model is written into before `publish` moves it to `out`."
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        if not (tmp / _MARK).exists():
+            raise FileExistsError(f"{tmp} exists and was not made by glu_pruning; move it away and run again.")
+        if resume is not None and resume(tmp): return tmp
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / _MARK).touch()
+    return tmp
+
+def publish(tmp: Path, out: Path) -> Path:
+    "Move the finished folder `tmp` to `out` (replacing a previous output at the last moment), with umask modes."
+    (tmp / _MARK).unlink()
+    um = _umask()   # temporary files are often 0600; saved files get the modes any other file of the user gets
+    for p in [tmp, *tmp.rglob("*")]: p.chmod((0o777 if p.is_dir() else 0o666) & ~um)
+    old = out.parent / f".{out.name}.old"
+    if old.exists(): shutil.rmtree(old)
+    if out.exists() and any(out.iterdir()): os.rename(out, old)
+    elif out.exists(): out.rmdir()
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 def save_pruned(model: nn.Module, tokenizer, out_dir, # a new or empty folder
                 overwrite: bool = False) -> Path:
-    "Save a pruned model so that stock `from_pretrained` loads it, with `pruning.json` and a model card."
+    "Save a pruned model so that stock `from_pretrained` loads it, with `pruning.json` and a model card; atomically."
     rep = getattr(model, "glu_pruning", None)
     if rep is None: raise ValueError("this model was not pruned by glu_pruning.prune (no `model.glu_pruning`); "
                                      "use model.save_pretrained for an unpruned model.")
-    out = _prepare_out(out_dir, overwrite)
-    model.save_pretrained(out, safe_serialization=True)
-    if tokenizer is not None: tokenizer.save_pretrained(out)
-    write_pruning_files(out, pruning_metadata(rep))
-    return out
+    out = check_out(out_dir, overwrite, inputs=[rep.base])
+    tmp = partial_folder(out)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None: tokenizer.save_pretrained(tmp)
+        write_pruning_files(tmp, pruning_metadata(rep))
+    except BaseException:   # a Ctrl-C or a full disk leaves nothing behind; a kill -9 leaves `tmp`, removed next time
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    return publish(tmp, out)
 
 # %% ../nbs/03_slicing.ipynb #ec643da6
-def cli_prune(p):
-    "`glu-prune prune MODEL --ratio 2.4 --out DIR`"
-    p.add_argument("model", help="alias (smollm2-135m-instruct), .gguf file, local folder or Hub id")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--ratio", type=float, help="target expansion ratio (intermediate/hidden), e.g. 2.4")
-    g.add_argument("--percent", type=float, help="share of neurons to prune, e.g. 40")
-    g.add_argument("--width", type=int, help="absolute target width")
-    p.add_argument("--criterion", default="ppm", help=f"neuron criterion: {', '.join(sorted(CRITERIA))}")
-    p.add_argument("--round-to", type=int, default=None, help="round the width down to a multiple of N")
-    p.add_argument("--out", required=True, help="output folder (new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (the checkpoint's)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--calibration", type=int, default=32, help="WikiText passages for data-driven criteria")
-    p.add_argument("--streaming", action="store_true",
-                   help="slice a safetensors checkpoint tensor by tensor (any size, little memory; weight-only criteria)")
-    p.add_argument("--seed", type=int, default=0)
-    def run(a):
-        spec = dict(ratio=a.ratio, percent=a.percent, width=a.width, round_to=a.round_to)
-        if a.streaming:
-            from glu_pruning.streaming import prune_checkpoint
-            out = prune_checkpoint(a.model, a.out, criterion=a.criterion, overwrite=a.overwrite, seed=a.seed, **spec)
-            print(f"saved to {out}")
-            return
-        if a.criterion not in CRITERIA: raise ValueError(f"unknown criterion {a.criterion!r}; choose one of {sorted(CRITERIA)}")
-        out = _prepare_out(a.out, a.overwrite)  # fail before the slow part, not after
-        from glu_pruning.models import load_model
-        from glu_pruning.scoring import calibration_texts
-        model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
-        texts = calibration_texts(a.calibration) if CRITERIA[a.criterion].needs_data else None
-        rep = prune(model, criterion=a.criterion, tokenizer=tok, texts=texts, seed=a.seed, **spec)
-        save_pruned(model, tok, out, overwrite=True)
-        print(f"{rep.base}: width {rep.width_before} → {rep.width_after} ({rep.ratio_before:.2f}x → "
-              f"{rep.ratio_after:.2f}x), parameters {rep.params_before:,} → {rep.params_after:,}\nsaved to {out}")
-    return run
+TARGET_HELP = {   # one help text per option, for every command that prunes
+    "ratio": "target expansion ratio (intermediate/hidden), e.g. 2.4",
+    "percent": "share of neurons to prune, e.g. 40",
+    "width": "absolute target width (neurons kept per layer)",
+    "round_to": "round the width down to a multiple of N, e.g. 64 (no rounding unless given)",
+    "criterion": f"neuron criterion: {', '.join(sorted(CRITERIA))} (default ppm)",
+    "seed": "seed of the random criterion (default 0)",
+}
+
+def add_target_args(p,                     # an argparse parser
+                    required: bool = True, # False: no target means the unpruned model
+                    criterion: bool = True, # add --criterion and --seed too
+                   ):
+    "Add --ratio | --percent | --width and --round-to (and --criterion, --seed) with their one default and help."
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--ratio", type=float, help=TARGET_HELP["ratio"])
+    g.add_argument("--percent", type=float, help=TARGET_HELP["percent"])
+    g.add_argument("--width", type=int, help=TARGET_HELP["width"])
+    p.add_argument("--round-to", type=int, default=None, help=TARGET_HELP["round_to"])
+    if criterion:
+        p.add_argument("--criterion", default="ppm", help=TARGET_HELP["criterion"])
+        p.add_argument("--seed", type=int, default=0, help=TARGET_HELP["seed"])
+
+def target_args(a) -> dict:
+    "The checked target spec of parsed arguments (`{}` when none was given: the unpruned model)."
+    t = {n: getattr(a, n, None) for n in ("ratio", "percent", "width", "round_to")}
+    if all(v is None for n, v in t.items() if n != "round_to"):
+        if t["round_to"] is not None:
+            raise ValueError(f"--round-to {t['round_to']} rounds a target width, but no target was given; "
+                             "add --ratio, --percent or --width.")
+        return {}
+    return check_target(**t)
 
 # %% ../nbs/03_slicing.ipynb #d4a7d3f9
 def demo_prune(out_dir="smollm2-2.0x", # where the pruned model is saved (replaced if it is one)
@@ -287,8 +353,8 @@ def demo_prune(out_dir="smollm2-2.0x", # where the pruned model is saved (replac
     before = generate(model, tok, prompt, max_new_tokens=max_new_tokens)
     rep = prune(model, ratio=ratio)
     out = save_pruned(model, tok, out_dir, overwrite=True)
-    re_model = AutoModelForCausalLM.from_pretrained(out).eval()
-    re_tok = AutoTokenizer.from_pretrained(out)
+    re_model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False).eval()
+    re_tok = AutoTokenizer.from_pretrained(out, trust_remote_code=False)
     after = generate(re_model, re_tok, prompt, max_new_tokens=max_new_tokens)
     print(f"model       {DEFAULT_MODEL} (hidden {rep.hidden}, {len(rep.keep)} layers)")
     print(f"width       {rep.width_before} → {re_model.config.intermediate_size} per layer "

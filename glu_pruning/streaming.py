@@ -7,19 +7,21 @@ Docs: https://glu-pruning.github.io/glu_pruning/streaming.html.md"""
 # %% ../nbs/06_streaming.ipynb #c279d68f
 from __future__ import annotations
 import json, math, os, shutil, struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .models import DEFAULT_MODEL, GLUAdapter, get_adapter
-from .scoring import CRITERIA, score_weights
-from .slicing import keep_indices, target_width
+from .models import DEFAULT_MODEL, GLUAdapter, add_model_args, get_adapter
+from .scoring import CRITERIA, get_criterion, score_weights
+from .slicing import (PruneReport, add_target_args, check_out, check_target, keep_indices, partial_folder,
+                                 prune, publish, pruning_metadata, save_pruned, target_args, target_width,
+                                 write_pruning_files)
 
 # %% auto #0
 __all__ = ['DTYPES', 'LLAMA_LAYOUTS', 'TensorInfo', 'read_header', 'read_tensor', 'ShardWriter', 'Checkpoint', 'open_checkpoint',
-           'LayerTensors', 'mlp_tensors', 'prune_checkpoint', 'synthetic_checkpoint']
+           'LayerTensors', 'mlp_tensors', 'prune_checkpoint', 'synthetic_checkpoint', 'cli_prune']
 
 # %% ../nbs/06_streaming.ipynb #befa2578
 DTYPES: dict[str, torch.dtype] = {
@@ -239,15 +241,13 @@ class LayerTensors:
     layer: int
     roles: dict   # role ("gate", "up", "gate_up", "down", "gate.bias", ...) -> tensor name
 
-def _slice(role: str, t: torch.Tensor, keep: torch.Tensor, width: int) -> torch.Tensor:
-    "One MLP tensor cut down to the neurons in `keep` (`width` = neurons before slicing)."
-    if role == "down": return t[:, keep]
-    if role.startswith("gate_up"): return torch.cat([t[:width][keep], t[width:][keep]])
-    return t[keep]
+def _slice(ad: GLUAdapter, role: str, t: torch.Tensor, keep: torch.Tensor, width: int) -> torch.Tensor:
+    "One MLP tensor cut down to the neurons in `keep` (`width` = neurons before slicing); the adapter knows fused rows."
+    return t[:, keep] if role == "down" else t[ad.rows(keep, width)]
 
-def _sliced_shape(role: str, shape: tuple, k: int) -> tuple:
+def _sliced_shape(ad: GLUAdapter, role: str, shape: tuple, k: int) -> tuple:
     if role == "down": return (shape[0], k) + tuple(shape[2:])
-    return ((2 * k) if role.startswith("gate_up") else k,) + tuple(shape[1:])
+    return (len(ad.rows(torch.arange(k), k)),) + tuple(shape[1:])
 
 # %% ../nbs/06_streaming.ipynb #c56bc92e
 def mlp_tensors(ck: Checkpoint) -> tuple[GLUAdapter, list[LayerTensors], int]:
@@ -338,11 +338,11 @@ def _fingerprint_and_params(ck: Checkpoint) -> tuple[str, int, str]:
 def _roles(layers: list[LayerTensors]) -> dict[str, tuple[int, str]]:
     return {nm: (l.layer, role) for l in layers for role, nm in l.roles.items()}
 
-def _plan(ck: Checkpoint, layers: list[LayerTensors], k: int) -> dict[str, dict[str, tuple[str, tuple]]]:
+def _plan(ck: Checkpoint, ad: GLUAdapter, layers: list[LayerTensors], k: int) -> dict[str, dict[str, tuple[str, tuple]]]:
     "Per output shard: name -> (dtype, shape) of every tensor it will hold."
     roles = _roles(layers)
-    return {f: {nm: (i.dtype, _sliced_shape(roles[nm][1], i.shape, k) if nm in roles else i.shape) for nm, i in s.items()}
-            for f, s in ck.shards.items()}
+    return {f: {nm: (i.dtype, _sliced_shape(ad, roles[nm][1], i.shape, k) if nm in roles else i.shape)
+                for nm, i in s.items()} for f, s in ck.shards.items()}
 
 def _st_meta(meta: dict) -> dict: return {**meta, "format": meta.get("format", "pt")}
 
@@ -357,29 +357,15 @@ def _shard_ok(path: Path, specs: dict, metadata: dict) -> bool:
     _, infos = _parse_header(want, path)
     return got == want and path.stat().st_size == len(want) + sum(i.nbytes for i in infos.values())
 
-def _start(out: Path, job: dict, overwrite: bool) -> dict:
-    "The manifest to continue from: a fresh one, or the one left by an interrupted run of the same job."
-    man = out / _MANIFEST
-    if man.exists():
-        state = json.loads(man.read_text())
-        if state["job"] == job: return state
-        if not overwrite:
-            raise FileExistsError(f"{out} holds an unfinished streaming run of a different job ({state['job']}); "
-                                  "choose another folder or pass overwrite=True (--overwrite) to start over.")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass overwrite=True "
-                                  "(--overwrite) to replace its contents.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = dict(job=job, done=[], keep={})
-    _save_state(out, state)
-    return state
+def _manifest(tmp: Path) -> dict:
+    "The state an interrupted run left in `tmp` ({} if none, or if a kill cut its write short)."
+    try: return json.loads((tmp / _MANIFEST).read_text())
+    except (OSError, ValueError): return {}
 
-def _save_state(out: Path, state: dict):
-    tmp = out / (_MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, out / _MANIFEST)
+def _save_state(tmp: Path, state: dict):
+    part = tmp / (_MANIFEST + ".tmp")
+    part.write_text(json.dumps(state))
+    os.replace(part, tmp / _MANIFEST)
 
 # %% ../nbs/06_streaming.ipynb #43d408de
 _WEIGHT_EXT = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt", ".onnx", ".partial")
@@ -390,7 +376,7 @@ def _write_side_files(ck: Checkpoint, out: Path, k: int, dtype: str, arch: str):
     for f in sorted(ck.path.iterdir()):
         if f.is_file() and f.name not in _OWN and not f.name.startswith((".", "glu_pruning")) and not f.name.endswith(_WEIGHT_EXT):
             shutil.copy2(f, out / f.name)
-    cfg = AutoConfig.from_pretrained(ck.path)
+    cfg = AutoConfig.from_pretrained(ck.path, trust_remote_code=False)
     cfg.intermediate_size = k
     cfg.dtype = str(DTYPES[dtype]).split(".")[1]
     cfg.architectures = [arch]
@@ -400,7 +386,7 @@ def _write_side_files(ck: Checkpoint, out: Path, k: int, dtype: str, arch: str):
     gen.save_pretrained(out)
     if not any((ck.path / f).exists() for f in ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")):
         return   # no tokenizer here (some classes would build an empty one from the config alone)
-    try: tok = AutoTokenizer.from_pretrained(ck.path)
+    try: tok = AutoTokenizer.from_pretrained(ck.path, trust_remote_code=False)
     except Exception: return   # no tokenizer, or one that needs extra packages: its files were copied as they are
     if tok.pad_token is None: tok.pad_token = tok.eos_token   # as `load_model` does, so the files match `save_pruned`'s
     tok.save_pretrained(out)
@@ -413,67 +399,82 @@ def _write_index(ck: Checkpoint, out: Path, plan: dict, removed_params: int):
     index = {"metadata": meta, "weight_map": ck.index["weight_map"]}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
-# %% ../nbs/06_streaming.ipynb #8e8ba3cb
-def prune_checkpoint(src,              # checkpoint folder, Hub id, the bundled alias or a .gguf file
-                     out_dir,          # a new or empty folder (or one holding an interrupted run of this job)
-                     ratio: float | None = None,   # target expansion ratio k/H, e.g. 2.4
-                     percent: float | None = None, # share of neurons to prune, e.g. 40
-                     width: int | None = None,     # absolute target width
-                     criterion: str = "ppm",       # a weight-only criterion in `CRITERIA`
-                     round_to: int | None = None,  # round the width down to a multiple of this
-                     overwrite: bool = False,      # replace a non-empty `out_dir`
-                     progress: bool = True,        # a progress bar over the bytes of the source
-                     seed: int = 0,                # for `random`
-                    ) -> Path:
-    "Prune every GLU-MLP of a safetensors checkpoint tensor by tensor, writing the checkpoint `prune` + `save_pruned` would."
-    from glu_pruning.slicing import PruneReport, pruning_metadata, write_pruning_files
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose one of {sorted(CRITERIA)}.")
-    if CRITERIA[criterion].needs_data:
-        weight_only = sorted(c for c, v in CRITERIA.items() if not v.needs_data)
-        raise ValueError(f"criterion {criterion!r} scores neurons by their activations on calibration text, which needs "
-                         f"the whole model running; streaming never loads the model. Use a weight-only criterion "
-                         f"({', '.join(weight_only)}), or prune in memory (`prune`, or `glu-prune prune` without --streaming).")
-    ck = open_checkpoint(src)
-    _, layers, I = mlp_tensors(ck)
-    H = ck.config["hidden_size"]
-    k = target_width(I, H, ratio=ratio, percent=percent, width=width, round_to=round_to)
-    out = Path(out_dir).expanduser()
-    if out.exists() and out.resolve() == ck.path.resolve():
-        raise ValueError(f"out_dir {out} is the source checkpoint; write the pruned model to another folder.")
-    spec = {n: v for n, v in dict(ratio=ratio, percent=percent, width=width, round_to=round_to).items() if v is not None}
-    job = dict(source=str(ck.path.resolve()), shards={f: (ck.path / f).stat().st_size for f in ck.shards},
-               criterion=criterion, spec=spec, seed=seed, width=k)
-    plan, roles, files = _plan(ck, layers, k), _roles(layers), ck.tensors
-    state = _start(out, job, overwrite)
-    done = [f for f in state["done"] if _shard_ok(out / f, plan[f], _st_meta(ck.metadata[f]))]
-    need = sum(_nbytes(d, sh) for f in plan if f not in done for d, sh in plan[f].values())
-    if need > shutil.disk_usage(out).free:
-        raise OSError(f"the pruned checkpoint needs {need / 1e9:.1f} GB in {out}, which has "
-                      f"{shutil.disk_usage(out).free / 1e9:.1f} GB free; free some space or choose another out_dir.")
-    keep = {int(i): torch.tensor(v) for i, v in state["keep"].items()}
-    todo = [f for f in ck.shards if f not in done]
-    needed = {nm for f in todo for nm in ck.shards[f] if nm in roles}
-    pending: dict[int, dict[str, torch.Tensor]] = {}
+# %% ../nbs/06_streaming.ipynb #9e2cc96d
+@dataclass
+class _Job:
+    "One streaming run, known from the headers before a weight is read."
+    ck: Checkpoint
+    ad: GLUAdapter
+    layers: list[LayerTensors]
+    width: int        # neurons per layer now
+    k: int            # neurons per layer to keep
+    criterion: str
+    spec: dict
+    seed: int
+    plan: dict = field(init=False)   # output shard: name -> (dtype, shape)
 
-    def sliced(i: int, role: str) -> torch.Tensor:
-        if i not in pending:
-            l = layers[i]
-            scoring = i not in keep   # on a resumed run the kept indices may be known already
-            t = {r: read_tensor(files[nm]) for r, nm in l.roles.items()
-                 if nm in needed or (scoring and r in ("gate", "up", "gate_up", "down"))}
-            if scoring:
-                g, u = (t["gate_up"][:I], t["gate_up"][I:]) if "gate_up" in t else (t["gate"], t["up"])
-                keep[i] = keep_indices(score_weights(criterion, g, u, t["down"], seed=seed, layer=i), k)
-            pending[i] = {r: _slice(r, v, keep[i], I) for r, v in t.items() if l.roles[r] in needed}
-        res = pending[i].pop(role)
-        if not pending[i]: del pending[i]
+    def __post_init__(self): self.plan = _plan(self.ck, self.ad, self.layers, self.k)
+    @property
+    def key(self) -> dict:
+        "What makes two runs the same job (a resumed run must match it)."
+        ck = self.ck
+        return dict(source=str(ck.path.resolve()), shards={f: (ck.path / f).stat().st_size for f in ck.shards},
+                    criterion=self.criterion, spec=self.spec, seed=self.seed, width=self.k)
+
+def _open_job(src, spec: dict, criterion: str, seed: int) -> _Job:
+    "Check the request and read the checkpoint's headers: every error that needs no weight comes from here."
+    get_criterion(criterion, weight_only="streaming (it never runs the model)")
+    ck = open_checkpoint(src)
+    ad, layers, width = mlp_tensors(ck)
+    k = target_width(width, ck.config["hidden_size"], **spec)
+    return _Job(ck, ad, layers, width, k, criterion, spec, seed)
+
+def _check_space(job: _Job, tmp: Path, done: list[str]):
+    need = sum(_nbytes(d, sh) for f in job.plan if f not in done for d, sh in job.plan[f].values())
+    free = shutil.disk_usage(tmp).free
+    if need > free:
+        raise OSError(f"the pruned checkpoint needs {need / 1e9:.1f} GB next to {tmp.parent}, which has {free / 1e9:.1f} "
+                      "GB free; free some space or choose another output folder.")
+
+# %% ../nbs/06_streaming.ipynb #d2059649
+class _Slicer:
+    "Hands out sliced MLP tensors in file order: a layer is read and scored (once) the first time one of its tensors is due."
+    def __init__(self, job: _Job, keep: dict[int, torch.Tensor], needed: set[str]):
+        self.job, self.keep, self.needed, self.pending = job, keep, needed, {}
+        self.files = job.ck.tensors
+
+    def _score(self, i: int, t: dict) -> torch.Tensor:
+        j = self.job
+        g, u = j.ad.split(t["gate_up"]) if j.ad.fused else (t["gate"], t["up"])
+        return keep_indices(score_weights(j.criterion, g, u, t["down"], seed=j.seed, layer=i), j.k)
+
+    def _load(self, i: int):
+        l, scoring = self.job.layers[i], i not in self.keep   # a resumed run may know the kept indices already
+        t = {r: read_tensor(self.files[nm]) for r, nm in l.roles.items()
+             if nm in self.needed or (scoring and r in ("gate", "up", "gate_up", "down"))}
+        if scoring: self.keep[i] = self._score(i, t)
+        self.pending[i] = {r: _slice(self.job.ad, r, v, self.keep[i], self.job.width)
+                           for r, v in t.items() if l.roles[r] in self.needed}
+
+    def __call__(self, i: int, role: str) -> torch.Tensor:
+        if i not in self.pending: self._load(i)
+        res = self.pending[i].pop(role)
+        if not self.pending[i]: del self.pending[i]
         return res
 
-    bar = tqdm(total=ck.nbytes, unit="B", unit_scale=True, desc=f"streaming to width {k}", disable=not progress)
+# %% ../nbs/06_streaming.ipynb #c6575e33
+def _write_shards(job: _Job, tmp: Path, state: dict, progress: bool) -> dict[int, torch.Tensor]:
+    "Write every shard not finished yet into `tmp`, recording each finished one; the kept indices of every layer."
+    ck, files, roles = job.ck, job.ck.tensors, _roles(job.layers)
+    done = [f for f in state["done"] if _shard_ok(tmp / f, job.plan[f], _st_meta(ck.metadata[f]))]
+    _check_space(job, tmp, done)
+    keep = {int(i): torch.tensor(v) for i, v in state["keep"].items()}
+    todo = [f for f in ck.shards if f not in done]
+    sliced = _Slicer(job, keep, {nm for f in todo for nm in ck.shards[f] if nm in roles})
+    bar = tqdm(total=ck.nbytes, unit="B", unit_scale=True, desc=f"streaming to width {job.k}", disable=not progress)
     bar.update(sum(i.nbytes for f in done for i in ck.shards[f].values()))
     for f in todo:
-        w = ShardWriter(out / f, plan[f], _st_meta(ck.metadata[f]))
+        w = ShardWriter(tmp / f, job.plan[f], _st_meta(ck.metadata[f]))
         try:
             for nm in w.order:
                 if nm in roles: w.write(nm, sliced(*roles[nm]))
@@ -483,20 +484,46 @@ def prune_checkpoint(src,              # checkpoint folder, Hub id, the bundled 
         except BaseException:
             w.abort(); raise
         done.append(f)
-        _save_state(out, dict(state, done=done, keep={i: v.tolist() for i, v in keep.items()}))
+        _save_state(tmp, dict(state, done=done, keep={i: v.tolist() for i, v in keep.items()}))
     bar.close()
+    return keep
 
-    removed = sum(math.prod(files[nm].shape) - math.prod(plan_shape)
-                  for sh in plan.values() for nm, (_, plan_shape) in sh.items() if nm in roles)
+def _write_rest(job: _Job, tmp: Path, src, keep: dict[int, torch.Tensor]):
+    "The index, config, tokenizer, `pruning.json` and model card, as `save_pruned` writes them."
+    ck, files, roles = job.ck, job.ck.tensors, _roles(job.layers)
+    removed = sum(math.prod(files[nm].shape) - math.prod(shape)
+                  for sh in job.plan.values() for nm, (_, shape) in sh.items() if nm in roles)
     base_fp, params_before, arch = _fingerprint_and_params(ck)
-    _write_index(ck, out, plan, removed)
-    _write_side_files(ck, out, k, files[layers[0].roles["down"]].dtype, arch)
-    rep = PruneReport(base=str(src), model_type=ck.config["model_type"], criterion=criterion, spec=spec, seed=seed,
-                      hidden=H, width_before=I, width_after=k, keep=[keep[l.layer].tolist() for l in layers],
-                      params_before=params_before, params_after=params_before - removed, base_fingerprint=base_fp)
-    write_pruning_files(out, pruning_metadata(rep))
-    (out / _MANIFEST).unlink()
-    return out
+    _write_index(ck, tmp, job.plan, removed)
+    _write_side_files(ck, tmp, job.k, files[job.layers[0].roles["down"]].dtype, arch)
+    rep = PruneReport(base=str(src), model_type=ck.config["model_type"], criterion=job.criterion, spec=job.spec,
+                      seed=job.seed, hidden=ck.config["hidden_size"], width_before=job.width, width_after=job.k,
+                      keep=[keep[l.layer].tolist() for l in job.layers], params_before=params_before,
+                      params_after=params_before - removed, base_fingerprint=base_fp)
+    write_pruning_files(tmp, pruning_metadata(rep))
+
+# %% ../nbs/06_streaming.ipynb #8e8ba3cb
+def prune_checkpoint(src,              # checkpoint folder, Hub id, the bundled alias or a .gguf file
+                     out_dir,          # a new or empty folder (or a previous glu_pruning output, with overwrite)
+                     ratio: float | None = None,   # target expansion ratio k/H, e.g. 2.4
+                     percent: float | None = None, # share of neurons to prune, e.g. 40
+                     width: int | None = None,     # absolute target width
+                     criterion: str = "ppm",       # a weight-only criterion in `CRITERIA`
+                     round_to: int | None = None,  # round the width down to a multiple of this
+                     overwrite: bool = False,      # replace a previous glu_pruning output in `out_dir`
+                     progress: bool = True,        # a progress bar over the bytes of the source
+                     seed: int = 0,                # for `random`
+                    ) -> Path:
+    "Prune every GLU-MLP of a safetensors checkpoint tensor by tensor, writing the checkpoint `prune` + `save_pruned` would."
+    job = _open_job(src, check_target(ratio=ratio, percent=percent, width=width, round_to=round_to), criterion, seed)
+    out = check_out(out_dir, overwrite, inputs=[src, job.ck.path])
+    tmp = partial_folder(out, resume=lambda t: _manifest(t).get("job") == job.key)
+    state = _manifest(tmp) or dict(job=job.key, done=[], keep={})
+    _save_state(tmp, state)
+    keep = _write_shards(job, tmp, state, progress)
+    _write_rest(job, tmp, src, keep)
+    (tmp / _MANIFEST).unlink()
+    return publish(tmp, out)
 
 # %% ../nbs/06_streaming.ipynb #e5e94fd0
 LLAMA_LAYOUTS: dict[str, dict] = {   # config fields of real Llama models (the weights are what `synthetic_checkpoint` invents)
@@ -548,3 +575,36 @@ def synthetic_checkpoint(out_dir,                       # a new folder
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     cfg.save_pretrained(out)
     return out
+
+# %% ../nbs/06_streaming.ipynb #c92a2d05
+def _prune_in_memory(a, spec: dict) -> Path:
+    "The in-memory path of `glu-prune prune`: load, check the output, score (calibrating if needed), slice, save."
+    from glu_pruning.models import load_model
+    from glu_pruning.scoring import calibration_texts
+    crit = get_criterion(a.criterion)
+    model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
+    check_out(a.out, a.overwrite, inputs=[a.model])   # after the input is read, before the slow part
+    texts = calibration_texts(a.calibration) if crit.needs_data else None
+    rep = prune(model, criterion=a.criterion, tokenizer=tok, texts=texts, seed=a.seed, **spec)
+    out = save_pruned(model, tok, a.out, overwrite=a.overwrite)
+    print(f"{rep.base}: width {rep.width_before} → {rep.width_after} ({rep.ratio_before:.2f}x → "
+          f"{rep.ratio_after:.2f}x), parameters {rep.params_before:,} → {rep.params_after:,}")
+    return out
+
+def cli_prune(p):
+    "`glu-prune prune MODEL --ratio 2.4 --out DIR [--streaming]`"
+    add_model_args(p)
+    add_target_args(p, required=True)
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous glu_pruning output (a folder holding pruning.json)")
+    p.add_argument("--calibration", type=int, default=32, help="WikiText passages for data-driven criteria")
+    p.add_argument("--streaming", action="store_true",
+                   help="slice a safetensors checkpoint tensor by tensor (any size, little memory; weight-only criteria)")
+    def run(a):
+        spec = target_args(a)
+        if a.streaming:
+            out = prune_checkpoint(a.model, a.out, criterion=a.criterion, overwrite=a.overwrite, seed=a.seed, **spec)
+        else: out = _prune_in_memory(a, spec)
+        print(f"saved to {out}")
+    return run

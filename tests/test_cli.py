@@ -43,7 +43,8 @@ def test_refuses_non_empty_out(tiny_dir, tmp_path):
     assert r.returncode == 1 and "not empty" in r.stderr and "--overwrite" in r.stderr
     assert (out / "precious.txt").read_text() == "keep me"
     r = glu("prune", tiny_dir, "--percent", "40", "--out", out, "--overwrite")
-    assert r.returncode == 1 and "does not look like a saved model" in r.stderr
+    assert r.returncode == 1 and "not a glu_pruning output" in r.stderr
+    assert (out / "precious.txt").read_text() == "keep me"
 
 
 def test_overwrite_previous_output(tiny_dir, tmp_path):
@@ -56,7 +57,7 @@ def test_overwrite_previous_output(tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("args,msg", [
     (["--ratio", "9"], "ask for a ratio below 2.5"),
-    (["--width", "0"], "positive integer"),
+    (["--width", "0"], "0 would keep nothing"),
     (["--ratio", "1.5", "--criterion", "magic"], "unknown criterion"),
 ])
 def test_bad_input_is_one_clear_line(tiny_dir, tmp_path, args, msg):

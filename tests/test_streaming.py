@@ -105,18 +105,29 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     with pytest.raises(Stop): prune_checkpoint(str(src), out, ratio=1.5, progress=False)
     monkeypatch.setattr(streaming.ShardWriter, "close", real_close)
 
-    state = json.loads((out / ".glu_streaming.json").read_text())
-    assert state["done"] == shards[:2] and not (out / "pruning.json").exists()
-    assert (out / (shards[2] + ".partial")).exists()
-    kept = {f: os.stat(out / f) for f in shards[:2]}
-    # A different job in the same folder is refused, not mixed in.
-    with pytest.raises(FileExistsError, match="different job"): prune_checkpoint(str(src), out, ratio=1.2, progress=False)
+    part = tmp_path / ".out.partial"   # the run writes into a sibling folder; the output folder does not exist yet
+    state = json.loads((part / ".glu_streaming.json").read_text())
+    assert state["done"] == shards[:2] and not out.exists()
+    assert (part / (shards[2] + ".partial")).exists()
+    kept = {f: os.stat(part / f) for f in shards[:2]}
 
     prune_checkpoint(str(src), out, ratio=1.5, progress=False)
     for f, st in kept.items():   # finished shards were verified and kept, not rewritten
         assert (os.stat(out / f).st_ino, os.stat(out / f).st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
     assert files(out) == files(ref)
-    assert not (out / ".glu_streaming.json").exists()
+    assert not (out / ".glu_streaming.json").exists() and not part.exists()
+
+
+def test_interrupted_run_of_another_job_starts_over(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    tiny_model("llama", layers=3).save_pretrained(src, max_shard_size="60KB")
+    real_close = streaming.ShardWriter.close
+    def stop(self): raise Stop()
+    monkeypatch.setattr(streaming.ShardWriter, "close", stop)
+    with pytest.raises(Stop): prune_checkpoint(str(src), tmp_path / "out", ratio=1.5, progress=False)
+    monkeypatch.setattr(streaming.ShardWriter, "close", real_close)
+    out = prune_checkpoint(str(src), tmp_path / "out", ratio=1.2, progress=False)
+    assert json.loads((out / "pruning.json").read_text())["spec"] == {"ratio": 1.2}
 
 
 def test_resume_rewrites_a_damaged_shard(tmp_path, monkeypatch):
@@ -133,7 +144,7 @@ def test_resume_rewrites_a_damaged_shard(tmp_path, monkeypatch):
     monkeypatch.setattr(streaming.ShardWriter, "close", close_then_stop)
     with pytest.raises(Stop): prune_checkpoint(str(src), out, width=64, progress=False)
     monkeypatch.setattr(streaming.ShardWriter, "close", real_close)
-    with open(out / shards[0], "r+b") as f: f.truncate(100)   # a damaged "finished" shard
+    with open(tmp_path / ".out.partial" / shards[0], "r+b") as f: f.truncate(100)   # a damaged "finished" shard
     prune_checkpoint(str(src), out, width=64, progress=False)
     assert files(out) == files(ref)
 
@@ -145,7 +156,10 @@ def test_existing_output(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"): prune_checkpoint(str(src), out, ratio=1.5, progress=False)
     prune_checkpoint(str(src), out, ratio=2.0, overwrite=True, progress=False)
     assert json.loads((out / "config.json").read_text())["intermediate_size"] == 128
-    with pytest.raises(ValueError, match="is the source"): prune_checkpoint(str(src), src, ratio=1.5, overwrite=True)
+    with pytest.raises(ValueError, match="is the input"): prune_checkpoint(str(src), src, ratio=1.5, overwrite=True)
+    with pytest.raises(ValueError, match="contains the input"):
+        prune_checkpoint(str(src), tmp_path, ratio=1.5, overwrite=True)
+    assert (src / "model.safetensors").exists()
 
 
 def test_clear_errors(tmp_path, monkeypatch):
