@@ -15,7 +15,7 @@ from pathlib import Path
 CHILD = {
     # a process that only imports what the jobs import: the runtime's own share of every peak below
     "floor": """
-import torch, transformers, glu_pruning.streaming, glu_pruning.slicing
+import torch, transformers, glu_pruning.safetensors, glu_pruning.streaming, glu_pruning.slicing
 from transformers import AutoModelForCausalLM
 """,
     "streaming": """
@@ -48,7 +48,7 @@ def run_child(kind: str, src: Path, out: Path, ratio: float) -> dict:
 def same_tensors(a: Path, b: Path) -> bool:
     "Do the checkpoints in folders `a` and `b` hold the same tensor names with identical values (one at a time)?"
     import torch
-    from glu_pruning.streaming import open_checkpoint, read_tensor
+    from glu_pruning.safetensors import open_checkpoint, read_tensor
     ta, tb = open_checkpoint(a).tensors, open_checkpoint(b).tensors
     return set(ta) == set(tb) and all(torch.equal(read_tensor(ta[k]), read_tensor(tb[k])) for k in ta)
 
@@ -63,7 +63,8 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     import torch
-    from glu_pruning.streaming import LLAMA_LAYOUTS, synthetic_checkpoint
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the helpers the tests share
+    from helpers import LLAMA_LAYOUTS, synthetic_checkpoint
     L = {**LLAMA_LAYOUTS[a.layout], "num_hidden_layers": a.layers}
     h, i, v = L["hidden_size"], L["intermediate_size"], L["vocab_size"]
     kv = L["num_key_value_heads"] * L["head_dim"]

@@ -17,7 +17,7 @@ from .tasks import cache_dir
 
 # %% auto #0
 __all__ = ['ADAPTERS', 'ALIASES', 'DEFAULT_MODEL', 'MODEL_HELP', 'GLUAdapter', 'get_adapter', 'GLUMLP', 'find_mlps', 'tiny_model',
-           'weights_fingerprint', 'fingerprint', 'resolve_alias', 'load_model', 'generate', 'count_params',
+           'weights_fingerprint', 'fingerprint', 'resolve_alias', 'read_json', 'load_model', 'generate', 'count_params',
            'add_model_args']
 
 # %% ../nbs/01_models.ipynb #2a3793e7
@@ -185,6 +185,18 @@ def resolve_alias(name: str) -> str:
                                 f"(offline), or load the Hub model {a['hub']!r} when online.")
     return str(Path(spec.submodule_search_locations[0]) / a["file"])
 
+# %% ../nbs/01_models.ipynb #9e8cf4e5
+def read_json(path) -> dict:
+    "The JSON object in file `path`, or one clear error naming the file and the broken line."
+    path = Path(path)
+    try: obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        where = f" (line {e.lineno}, column {e.colno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
+        raise ValueError(f"{path} is not valid JSON{where}; restore it from the original model or re-save the "
+                         "model.") from None
+    if not isinstance(obj, dict): raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; restore it.")
+    return obj
+
 # %% ../nbs/01_models.ipynb #e086c77e
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
@@ -224,6 +236,16 @@ def gguf_to_plain(path) -> Path:
         _dequantize_gguf(path, out)
     return out
 
+def _load_error(src, e: Exception) -> str:
+    "One line saying why the model folder `src` did not load, and what to do."
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "mismatch" in str(e).lower():
+        return (f"the weights in {src} do not have the sizes its config.json gives (e.g. intermediate_size): "
+                f"{msg[:160]}; fix config.json or re-save the model.")
+    if type(e).__name__ == "SafetensorError" or "deserializ" in msg.lower():
+        return (f"a .safetensors file in {src} is damaged or truncated ({msg}); re-download or re-save the model.")
+    return f"could not load the model in {src} ({type(e).__name__}: {msg[:200]}); check the folder's files."
+
 # %% ../nbs/01_models.ipynb #bbf91f32
 def load_model(name_or_path: str = DEFAULT_MODEL, # alias, `.gguf` file, local folder or Hub id
                dtype = torch.float32,   # torch dtype or name ("bfloat16", "float16", "auto")
@@ -250,12 +272,18 @@ def load_model(name_or_path: str = DEFAULT_MODEL, # alias, `.gguf` file, local f
     if not has_tok:
         warnings.warn(f"{src} has no tokenizer files; returning tokenizer=None (pruning and saving work, "
                       "generation and evaluation need a tokenizer).")
+    if local:
+        if not (Path(src) / "config.json").exists():
+            raise FileNotFoundError(f"{src} has no config.json; is it a model folder (one written by save_pretrained)?")
+        read_json(Path(src) / "config.json")   # a damaged config says so, not "the Hub is not reachable"
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code) if has_tok else None
         model = AutoModelForCausalLM.from_pretrained(src, dtype=_dtype(dtype), trust_remote_code=trust_remote_code,
                                                      use_safetensors=True, **kwargs)
-    except OSError as e:
-        if "offline" in str(e).lower() or os.environ.get("HF_HUB_OFFLINE") == "1" or "connect" in str(e).lower():
+    except Exception as e:
+        if local: raise ValueError(_load_error(src, e)) from None
+        if isinstance(e, OSError) and ("offline" in str(e).lower() or os.environ.get("HF_HUB_OFFLINE") == "1"
+                                       or "connect" in str(e).lower()):
             raise OSError(f"could not load {name!r}: it is not a local path and the Hugging Face Hub is not "
                           f"reachable (offline). Pass a local folder or .gguf file, or the built-in alias "
                           f"{DEFAULT_MODEL!r}.") from None

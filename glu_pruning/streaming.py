@@ -6,13 +6,15 @@ Docs: https://glu-pruning.github.io/glu_pruning/streaming.html.md"""
 
 # %% ../nbs/06_streaming.ipynb #c279d68f
 from __future__ import annotations
-import json, math, os, shutil, struct
+import json, math, os, shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from .safetensors import (DTYPES, Checkpoint, ShardWriter, TensorInfo, _header_bytes, _nbytes,
+                                     _parse_header, open_checkpoint, read_tensor)
 from .models import DEFAULT_MODEL, GLUAdapter, add_model_args, get_adapter
 from .scoring import CRITERIA, get_criterion, score_weights
 from .slicing import (PruneReport, add_target_args, check_out, check_target, keep_indices, partial_folder,
@@ -20,219 +22,7 @@ from .slicing import (PruneReport, add_target_args, check_out, check_target, kee
                                  write_pruning_files)
 
 # %% auto #0
-__all__ = ['DTYPES', 'LLAMA_LAYOUTS', 'TensorInfo', 'read_header', 'read_tensor', 'ShardWriter', 'Checkpoint', 'open_checkpoint',
-           'LayerTensors', 'mlp_tensors', 'prune_checkpoint', 'synthetic_checkpoint', 'cli_prune']
-
-# %% ../nbs/06_streaming.ipynb #befa2578
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
-    "I16": torch.int16, "I8": torch.int8, "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16,
-    "U8": torch.uint8, "BOOL": torch.bool,
-}
-_ST_NAME = {v: k for k, v in DTYPES.items()}
-
-@dataclass(frozen=True)
-class TensorInfo:
-    "Where one tensor lives in a safetensors file."
-    file: Path     # the .safetensors file
-    dtype: str     # safetensors dtype name, e.g. "BF16"
-    shape: tuple   # tensor shape
-    start: int     # absolute byte offset of the data in `file`
-    end: int       # absolute byte offset just past the data
-
-    @property
-    def nbytes(self) -> int: return self.end - self.start
-
-# %% ../nbs/06_streaming.ipynb #20e6c8a2
-def read_header(path) -> tuple[dict, dict[str, TensorInfo]]:
-    "The `__metadata__` and the `TensorInfo` of every tensor of the safetensors file at `path`, in file order."
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8: raise ValueError(f"{path} is not a safetensors file (only {len(head)} bytes).")
-        n = struct.unpack("<Q", head)[0]
-        if n > 100_000_000: raise ValueError(f"{path} is not a safetensors file (header length {n} is implausible).")
-        hdr = json.loads(f.read(n))
-    meta = hdr.pop("__metadata__", None) or {}
-    base = 8 + n
-    infos = {k: TensorInfo(path, v["dtype"], tuple(v["shape"]), base + v["data_offsets"][0], base + v["data_offsets"][1])
-             for k, v in sorted(hdr.items(), key=lambda kv: kv[1]["data_offsets"][0])}
-    return meta, infos
-
-# %% ../nbs/06_streaming.ipynb #08e9be20
-def read_tensor(info: TensorInfo) -> torch.Tensor:
-    "Read one tensor with a positioned read (no memory map, so only this tensor's bytes enter our memory)."
-    if info.dtype not in DTYPES: raise ValueError(f"{info.file}: unsupported safetensors dtype {info.dtype!r}.")
-    buf = bytearray(info.nbytes)
-    with open(info.file, "rb") as f:
-        f.seek(info.start)
-        if f.readinto(buf) != info.nbytes: raise ValueError(f"{info.file} is truncated (expected {info.nbytes} bytes at {info.start}).")
-    if not buf: return torch.empty(info.shape, dtype=DTYPES[info.dtype])
-    return torch.frombuffer(buf, dtype=torch.uint8).view(DTYPES[info.dtype]).reshape(info.shape)
-
-# %% ../nbs/06_streaming.ipynb #44307c25
-def _st_order(dtypes: dict[str, str]) -> list[str]:
-    "The order in which the safetensors library lays out tensors with these names and dtypes."
-    from safetensors.torch import save
-    blob = save({k: torch.empty(0, dtype=DTYPES[d]) for k, d in dtypes.items()})
-    n = struct.unpack("<Q", blob[:8])[0]
-    return [k for k in json.loads(blob[8:8 + n]) if k != "__metadata__"]
-
-def _nbytes(dtype: str, shape) -> int:
-    n = 1
-    for s in shape: n *= s
-    return n * DTYPES[dtype].itemsize
-
-def _header_bytes(specs: dict[str, tuple[str, tuple]], metadata: dict | None) -> bytes:
-    "The header (length prefix included) of a safetensors file holding `specs` (name: (dtype, shape)) in library order."
-    hdr, off = {}, 0
-    if metadata: hdr["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    for k in _st_order({k: d for k, (d, _) in specs.items()}):
-        d, shape = specs[k]
-        n = _nbytes(d, shape)
-        hdr[k] = {"dtype": d, "shape": list(shape), "data_offsets": [off, off + n]}
-        off += n
-    js = json.dumps(hdr, separators=(",", ":"), ensure_ascii=False).encode()
-    js += b" " * (-len(js) % 8)
-    return struct.pack("<Q", len(js)) + js
-
-# %% ../nbs/06_streaming.ipynb #6c4dc9ce
-class ShardWriter:
-    "Write a safetensors file tensor by tensor: the header first, then each tensor's bytes in library order."
-    def __init__(self, path, # final file name; bytes go to `path.partial` until `close`
-                 specs: dict[str, tuple[str, tuple]], # name: (safetensors dtype, shape) of every tensor
-                 metadata: dict | None = None):       # the `__metadata__` strings (transformers writes {"format": "pt"})
-        self.path, self.specs = Path(path), specs
-        self.header = _header_bytes(specs, metadata)
-        _, infos = _parse_header(self.header, self.path)
-        self.order = list(infos)
-        self.size = len(self.header) + sum(i.nbytes for i in infos.values())
-        self.tmp = self.path.with_name(self.path.name + ".partial")
-        self.f = open(self.tmp, "wb")
-        self.f.write(self.header)
-        self.i = 0
-
-    @property
-    def next_name(self) -> str | None: return self.order[self.i] if self.i < len(self.order) else None
-
-    def _check(self, name: str):
-        if name != self.next_name:
-            raise ValueError(f"{self.path.name}: expected tensor {self.next_name!r} next, got {name!r}.")
-
-    def write(self, name: str, t: torch.Tensor):
-        "Append tensor `t` (must be the next name in order, with the declared dtype and shape)."
-        self._check(name)
-        d, shape = self.specs[name]
-        if _ST_NAME.get(t.dtype) != d or tuple(t.shape) != tuple(shape):
-            raise ValueError(f"{name}: got {t.dtype} {tuple(t.shape)}, declared {d} {tuple(shape)}.")
-        if t.numel(): self.f.write(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        self.i += 1
-
-    def copy(self, name: str, info: TensorInfo, chunk: int = 64 << 20):
-        "Append a tensor unchanged, copying its bytes from its source file in chunks."
-        self._check(name)
-        d, shape = self.specs[name]
-        if (info.dtype, tuple(info.shape)) != (d, tuple(shape)):
-            raise ValueError(f"{name}: source is {info.dtype} {info.shape}, declared {d} {tuple(shape)}.")
-        buf = bytearray(min(chunk, info.nbytes))
-        with open(info.file, "rb") as src:
-            src.seek(info.start)
-            done = 0
-            while done < info.nbytes:
-                view = memoryview(buf)[:min(len(buf), info.nbytes - done)]
-                got = 0
-                while got < len(view):
-                    n = src.readinto(view[got:])
-                    if not n: raise ValueError(f"{info.file} is truncated while copying {name}.")
-                    got += n
-                self.f.write(view)
-                done += len(view)
-        self.i += 1
-
-    def close(self) -> Path:
-        "Finish the file: check that every tensor was written, flush to disk, and move it to its final name."
-        if self.next_name is not None: raise ValueError(f"{self.path.name}: tensor {self.next_name!r} was never written.")
-        self.f.flush(); os.fsync(self.f.fileno()); self.f.close()
-        if self.tmp.stat().st_size != self.size: raise OSError(f"{self.tmp}: wrote {self.tmp.stat().st_size} bytes, expected {self.size}.")
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self):
-        "Close without finishing (the `.partial` file stays behind and is rewritten on the next run)."
-        if not self.f.closed: self.f.close()
-
-# %% ../nbs/06_streaming.ipynb #3649cfe0
-def _parse_header(header: bytes, path) -> tuple[dict, dict[str, TensorInfo]]:
-    n = struct.unpack("<Q", header[:8])[0]
-    hdr = json.loads(header[8:8 + n])
-    meta = hdr.pop("__metadata__", None) or {}
-    return meta, {k: TensorInfo(Path(path), v["dtype"], tuple(v["shape"]), 8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
-                  for k, v in sorted(hdr.items(), key=lambda kv: kv[1]["data_offsets"][0])}
-
-# %% ../nbs/06_streaming.ipynb #79899265
-@dataclass
-class Checkpoint:
-    "A safetensors checkpoint on disk, known from its config and shard headers only."
-    path: Path                                # the folder
-    config: dict                              # its config.json
-    shards: dict[str, dict[str, TensorInfo]]  # shard file name: its tensors, in file order
-    metadata: dict[str, dict]                 # shard file name: its safetensors `__metadata__`
-    index: dict | None = None                 # model.safetensors.index.json, for sharded checkpoints
-
-    @property
-    def tensors(self) -> dict[str, TensorInfo]: return {k: v for s in self.shards.values() for k, v in s.items()}
-    @property
-    def nbytes(self) -> int: return sum(i.nbytes for s in self.shards.values() for i in s.values())
-    def __repr__(self):
-        return (f"Checkpoint({self.path}, model_type={self.config.get('model_type')!r}, {len(self.shards)} shard(s), "
-                f"{sum(len(s) for s in self.shards.values())} tensors, {self.nbytes / 2**30:.2f} GiB)")
-
-# %% ../nbs/06_streaming.ipynb #2ac269f5
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "tokenizer*"]
-
-def _resolve_src(src) -> Path:
-    "A local folder for `src`: a folder as is, the bundled alias or a .gguf dequantized to the cache, a Hub id downloaded."
-    from glu_pruning.models import ALIASES, gguf_to_plain, resolve_alias
-    name = str(src)
-    if name.lower() in ALIASES: return gguf_to_plain(resolve_alias(name))
-    p = Path(name).expanduser()
-    if p.suffix == ".gguf": return gguf_to_plain(p)
-    if p.is_dir(): return p
-    if p.exists():
-        raise ValueError(f"{p} is a file; pass the checkpoint folder (the one holding config.json), a .gguf file or a Hub id.")
-    if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise FileNotFoundError(f"no such checkpoint folder: {name} (and it does not look like a Hub id 'org/name').")
-    try:
-        from huggingface_hub import snapshot_download
-        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
-    except Exception as e:
-        raise OSError(f"could not download {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}). Offline, pass "
-                      "a local checkpoint folder instead (e.g. one written by `save_pretrained`).") from None
-
-# %% ../nbs/06_streaming.ipynb #ac585bff
-def open_checkpoint(src) -> Checkpoint:
-    "Read the config and shard headers of the checkpoint `src` (folder, Hub id, alias or .gguf)."
-    path = _resolve_src(src)
-    if not (path / "config.json").exists(): raise FileNotFoundError(f"{path} has no config.json; is it a model folder?")
-    config = json.loads((path / "config.json").read_text())
-    index = None
-    if (path / "model.safetensors.index.json").exists():
-        index = json.loads((path / "model.safetensors.index.json").read_text())
-        files = list(dict.fromkeys(index["weight_map"].values()))
-    elif (path / "model.safetensors").exists(): files = ["model.safetensors"]
-    else:
-        raise ValueError(f"{path} has no model.safetensors or model.safetensors.index.json; streaming reads safetensors "
-                         "only. Convert the checkpoint with `save_pretrained(..., safe_serialization=True)`.")
-    shards, metadata = {}, {}
-    for f in files:
-        if not (path / f).exists(): raise FileNotFoundError(f"shard {f} listed in the index is missing from {path}.")
-        metadata[f], shards[f] = read_header(path / f)
-    if index is not None:
-        where = {k: f for f, s in shards.items() for k in s}
-        bad = [k for k, f in index["weight_map"].items() if where.get(k) != f]
-        if bad: raise ValueError(f"{path}: the index disagrees with the shard headers for {len(bad)} tensors (e.g. {bad[0]!r}).")
-    return Checkpoint(path, config, shards, metadata, index)
+__all__ = ['LayerTensors', 'mlp_tensors', 'prune_checkpoint', 'cli_prune']
 
 # %% ../nbs/06_streaming.ipynb #3e2b4fb5
 @dataclass(frozen=True)
@@ -524,57 +314,6 @@ def prune_checkpoint(src,              # checkpoint folder, Hub id, the bundled 
     _write_rest(job, tmp, src, keep)
     (tmp / _MANIFEST).unlink()
     return publish(tmp, out)
-
-# %% ../nbs/06_streaming.ipynb #e5e94fd0
-LLAMA_LAYOUTS: dict[str, dict] = {   # config fields of real Llama models (the weights are what `synthetic_checkpoint` invents)
-    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True),
-    "llama-3.2-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                         num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=True),
-    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=False),
-    "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-                          num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=False),
-}
-
-def synthetic_checkpoint(out_dir,                       # a new folder
-                         layout: str = "llama-3.2-3b",  # a name in `LLAMA_LAYOUTS`
-                         max_shard_size: int = 2**30,   # bytes per shard (the last may be smaller)
-                         dtype: torch.dtype = torch.bfloat16,
-                         seed: int = 0,
-                         **overrides,                   # config fields to change, e.g. num_hidden_layers=8
-                        ) -> Path:
-    "Write a sharded safetensors Llama checkpoint with real shapes and random weights, one tensor in memory at a time."
-    from transformers import LlamaConfig
-    cfg = LlamaConfig(**{**LLAMA_LAYOUTS[layout], **overrides}, dtype=str(dtype).split(".")[1],
-                      architectures=["LlamaForCausalLM"])
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=False)
-    meta = _meta_model(cfg.to_dict())
-    shapes = {k: tuple(v.shape) for k, v in meta.state_dict().items()
-              if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
-    shards, cur, size = [], {}, 0
-    for k, s in shapes.items():   # fill shards in parameter order, as `save_pretrained` does
-        n = math.prod(s) * dtype.itemsize
-        if cur and size + n > max_shard_size: shards.append(cur); cur, size = {}, 0
-        cur[k] = s; size += n
-    shards.append(cur)
-    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))] if len(shards) > 1 else ["model.safetensors"]
-    g = torch.Generator().manual_seed(seed)
-    d = _ST_NAME[dtype]
-    for name, shard in zip(names, shards):
-        w = ShardWriter(out / name, {k: (d, s) for k, s in shard.items()}, {"format": "pt"})
-        for k in w.order:
-            s = shard[k]
-            t = torch.ones(s, dtype=dtype) if len(s) == 1 else torch.randn(s, generator=g, dtype=dtype).mul_(0.02)
-            w.write(k, t)
-        w.close()
-    if len(shards) > 1:
-        total = sum(math.prod(s) * dtype.itemsize for s in shapes.values())
-        index = {"metadata": {"total_parameters": sum(math.prod(s) for s in shapes.values()), "total_size": total},
-                 "weight_map": {k: n for n, sh in zip(names, shards) for k in sh}}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    cfg.save_pretrained(out)
-    return out
 
 # %% ../nbs/06_streaming.ipynb #c92a2d05
 def _prune_in_memory(a, spec: dict) -> Path:

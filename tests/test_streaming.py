@@ -10,7 +10,9 @@ from transformers import AutoModelForCausalLM
 from glu_pruning import streaming
 from glu_pruning.models import tiny_model
 from glu_pruning.slicing import prune, save_pruned
-from glu_pruning.streaming import open_checkpoint, prune_checkpoint, read_tensor, synthetic_checkpoint
+from glu_pruning.safetensors import open_checkpoint, read_tensor
+from glu_pruning.streaming import prune_checkpoint
+from helpers import synthetic_checkpoint
 
 
 def in_memory(src: Path, out: Path, **kw) -> Path:
