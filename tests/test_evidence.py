@@ -59,13 +59,15 @@ def test_evidence_pools_item_draws_and_pairs_on_shared_items(tmp_path):
 
 def test_evidence_on_the_committed_smollm2_sweep():
     ev = evidence(QUICK_STORE)
-    assert len(ev) == 5 * 11                                  # 5 variants × 11 tasks with data, one headline each
+    with Store(QUICK_STORE) as st: variants = len(st.variants())
+    assert len(ev) == variants * ev.task.nunique()            # one row per variant × task (one headline metric)
+    assert not ev.duplicated(["model", "ratio", "criterion", "task", "metric"]).any()
     at = set(ev[ev.at_chance].task)
-    assert {"arc_challenge", "mmlu", "boolq", "winogrande"} <= at and not {"gsm8k", "ifeval", "wikitext"} & at
+    assert {"arc_challenge", "mmlu"} <= at and not {"gsm8k", "ifeval", "wikitext", "lambada_openai"} & at
     lam = ev[(ev.task == "lambada_openai") & (ev.criterion == "ppm")]
     assert lam.significant.all() and (lam.delta_ci_low > 1).all()    # the perplexity collapse is real
-    wiki = ev[ev.task == "wikitext"]
-    assert wiki.ci_low.isna().all() and not wiki.significant.any()   # one document: no interval, nothing claimed
+    one = ev[ev.n < 2]
+    assert one.ci_low.isna().all() and not one.significant.any()     # one item: no interval, nothing claimed
 
 
 def test_chance_normalisation_on_a_hand_made_table():
@@ -151,7 +153,7 @@ def tok(smollm2):
 
 
 def test_planning_on_a_tiny_model_stays_within_its_budget(tok, data_dir, tmp_path):
-    "Time a few items per task, plan for 30 s over two variants, run the plan: it takes at most 20 % more."
+    "Time a few items per task, plan for 40 s over two variants, run the plan: it takes at most 20 % more."
     from glu_pruning.evaluation import SUITES, evaluate
     from glu_pruning.models import tiny_model
     models = [tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok), seed=s) for s in (0, 1)]
@@ -161,9 +163,9 @@ def test_planning_on_a_tiny_model_stays_within_its_budget(tok, data_dir, tmp_pat
     kw = dict(progress=False, batch_size=8)
     run = lambda t, n: evaluate(models[0], tok, [replace(specs[t], limit=n)], store=":memory:", **kw)
     t0 = time.perf_counter()
-    costs = measure_costs(run, tasks, sizes={t: (1, 3) if t == "gsm8k" else (2, 8) for t in tasks}, progress=False)
+    costs = measure_costs(run, tasks, sizes={t: (4, 16) if t == "gsm8k" else (8, 32) for t in tasks}, progress=False)
     pilot = time.perf_counter() - t0
-    budget = 30.0
+    budget = 40.0
     plan = plan_items(costs, budget, variants=2).set_index("task")
     assert plan.n.gt(2).all(), plan
     t0 = time.perf_counter()
@@ -174,5 +176,5 @@ def test_planning_on_a_tiny_model_stays_within_its_budget(tok, data_dir, tmp_pat
     took = time.perf_counter() - t0
     assert took <= 1.2 * budget, (took, plan, costs)
     assert took >= 0.3 * budget, (took, plan, costs)          # and it spends the budget, not a fraction of it
-    assert ev[ev.criterion == "none"].set_index("task").n.reindex(tasks).tolist() == plan.n.reindex(tasks).tolist()
+    assert (ev.n.astype(int).values == plan.n.reindex(ev.task).values).all()    # each task ran its planned items
     print(f"pilot {pilot:.1f} s; planned {plan.n.to_dict()}; ran in {took:.1f} s of a {budget:.0f} s budget")
