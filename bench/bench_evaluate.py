@@ -14,7 +14,10 @@ and, for scored and for generated tasks apart, the largest difference between th
 (target: identical). Batching changes the last float digits of the logits: scored metrics then agree to ~1e-5,
 but a greedy generation can take the other branch of a near-tie, so an IFEval or GSM8K item may differ.
 
-What makes ours faster (see nbs/11_evaluation.ipynb): the baseline is evaluated once (the store); each shared
+Both score the same seeded random sample of each task's items (`sample_items`) with the same chat-template setting
+(on for the generation tasks, whose tokenizer has one).
+
+What makes ours faster (see nbs/10_prefix.ipynb and nbs/11_evaluation.ipynb): the baseline is evaluated once (the store); each shared
 context and few-shot block is run once, with vocabulary logits only where scored (`shared_prefix_loglikelihood`,
 on CPU); generation runs 16 rows a batch; tasks are loaded once per process; lm-eval's per-task environment
 report (pip list in a subprocess) is skipped.
@@ -33,18 +36,23 @@ def reference_run(model, tok, specs, root, ev):
     "One variant, the paper's way: a fresh HFLM with default batch size, one simple_evaluate per task."
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    with ev._quiet():
+    from glu_pruning.lm_eval_compat import quiet
+    from glu_pruning.taskdata import task_source
+    with quiet():
         lm = HFLM(pretrained=model, tokenizer=tok)
     rows, secs = {}, {}
     for s in specs:
-        conf = ev.cell_config(s, 0, False, None, ev.DEFAULT_MAX_LENGTH)
-        src = ev.task_source(replace(s, n_shot=conf["n_shot"]), root)
+        conf = ev.cell_config(s, 0, ev.use_chat_template(s.task, tok), None, ev.DEFAULT_MAX_LENGTH)
+        src = task_source(replace(s, n_shot=conf["n_shot"]), root)
         if src[0] != "offline": continue
+        with quiet(), tempfile.TemporaryDirectory() as tmp:   # the same sampled items as ours (not timed)
+            samples = ev._samples(ev._task_manager(s, src, Path(tmp)).load([s.task])["tasks"], s.limit, 0)
         t0 = time.perf_counter()
-        with ev._quiet(), tempfile.TemporaryDirectory() as tmp:
+        with quiet(), tempfile.TemporaryDirectory() as tmp:
             tm = ev._task_manager(s, src, Path(tmp))
-            r = simple_evaluate(lm, tasks=[s.task], task_manager=tm, num_fewshot=conf["n_shot"], limit=s.limit,
-                                gen_kwargs=conf["gen_kwargs"], bootstrap_iters=ev.STDERR_BOOTSTRAP_ITERS)
+            r = simple_evaluate(lm, tasks=[s.task], task_manager=tm, num_fewshot=conf["n_shot"], samples=samples,
+                                gen_kwargs=conf["gen_kwargs"], bootstrap_iters=ev.STDERR_BOOTSTRAP_ITERS,
+                                apply_chat_template=conf["chat_template"], fewshot_as_multiturn=conf["chat_template"])
         secs[s.task] = time.perf_counter() - t0
         for key, v in r["results"][s.task].items():
             mn = ev._metric_name(key)
@@ -64,9 +72,10 @@ def main():
     if a.threads: torch.set_num_threads(a.threads)
     from glu_pruning import evaluation as ev
     from glu_pruning.models import load_model
+    from glu_pruning.tasks import data_root
     from glu_pruning.slicing import prune
     from glu_pruning.store import Store
-    root = ev.data_root(a.data_dir)
+    root = data_root(a.data_dir)
     specs = [s for s in ev.SUITES["quick"] if not a.tasks or s.task in a.tasks.split(",")]
     model, tok = load_model("smollm2-135m-instruct", device="cpu")
     variants = {"2.4x": prune(model, ratio=2.4, inplace=False, progress=False).model,

@@ -29,6 +29,7 @@ class Task:
     shots: int = 0                # few-shot examples in the paper's suite
     default_shots: int | None = None  # lm-eval's own default (None: the task sets none)
     sampler: str | None = None    # lm-eval's few-shot sampler, where it sets one
+    paper: bool = True            # one of the paper's thirteen tasks (the `paper` suite)
 
     @property
     def lower_is_better(self) -> bool: return self.metric in LOWER_IS_BETTER
@@ -53,7 +54,7 @@ TASKS: dict[str, Task] = {
     "arc_challenge": Task("fragile", "acc_norm", "multiple_choice", 1172, "allenai/ai2_arc/ARC-Challenge/test.jsonl",
                           "arc", chance=0.25),
     "arc_easy": Task("fragile", "acc_norm", "multiple_choice", 2376, "allenai/ai2_arc/ARC-Easy/test.jsonl", "arc",
-                     chance=0.25),
+                     chance=0.25, paper=False),
     "hellaswag": Task("fragile", "acc_norm", "multiple_choice", 10042, "Rowan/hellaswag/default/validation.jsonl",
                       "hellaswag", chance=0.25),
     "piqa": Task("fragile", "acc_norm", "multiple_choice", 1838, "baber/piqa/default/validation.jsonl", "piqa",

@@ -5,14 +5,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from glu_pruning import evaluation as ev
-from glu_pruning.evaluation import SUITES, TaskSpec, evaluate
+from glu_pruning import evaluation as ev, prefix as px, taskdata as td
+from glu_pruning.evaluation import evaluate
+from glu_pruning.taskdata import SUITES, TaskSpec
 from glu_pruning.store import Store, aggregate, results
 
 
 @pytest.fixture(scope="module")
 def root(data_dir):
-    return ev.data_root(data_dir)
+    return td.data_root(data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +29,18 @@ def tiny(tok):
 
 
 def _paper_leaves():
-    return {e.name for s in SUITES["paper"] for e in ev._leaves(ev._spec_item(s))[1]}
+    return {e.name for s in SUITES["paper"] for e in td._leaves(td._spec_item(s))[1]}
 
 
 def test_derived_configs_equal_stock_for_the_paper_suite(root):
     ok, missing = [], []
     for name in sorted(_paper_leaves()):
         n_shot = 5 if name.startswith(("mmlu", "gsm8k")) else 0
-        over, why = ev.offline_config(name, root, n_shot)
+        over, why = td.offline_config(name, root, n_shot)
         if over is None:
             missing.append(name); assert "is missing" in why; continue
-        assert ev.derived_equals_stock(name, root, n_shot), name
-        assert over["dataset_path"] == "json" and set(over) <= {"include", "task", *ev.DATASET_FIELDS}
+        assert td.derived_equals_stock(name, root, n_shot), name
+        assert over["dataset_path"] == "json" and set(over) <= {"include", "task", *td.DATASET_FIELDS}
         ok.append(name)
     assert len(ok) == 57 + 10
     assert set(missing) == {"hellaswag", "leaderboard_musr_murder_mysteries", "leaderboard_musr_object_placements",
@@ -51,21 +52,25 @@ def test_offline_refuses_rather_than_changing_the_benchmark(tmp_path, root):
     d = tmp_path / "allenai" / "ai2_arc" / "ARC-Easy"
     d.mkdir(parents=True)
     shutil.copy(root / "allenai/ai2_arc/ARC-Easy/validation.jsonl", d / "validation.jsonl")
-    over, why = ev.offline_config("arc_easy", tmp_path)
+    over, why = td.offline_config("arc_easy", tmp_path)
     assert over is None and "test.jsonl is missing" in why
     # a few-shot split that is missing is refused when shots are asked for, nulled when not
     shutil.copy(root / "allenai/ai2_arc/ARC-Easy/test.jsonl", d / "test.jsonl")
-    assert ev.offline_config("arc_easy", tmp_path, n_shot=0)[0]["training_split"] is None
-    assert "train.jsonl is missing" in ev.offline_config("arc_easy", tmp_path, n_shot=3)[1]
+    assert td.offline_config("arc_easy", tmp_path, n_shot=0)[0]["training_split"] is None
+    assert "train.jsonl is missing" in td.offline_config("arc_easy", tmp_path, n_shot=3)[1]
 
 
-def test_known_task_table_matches_lm_eval():
-    full = ev._stock_manager().task_index
-    for name, known in ev._KNOWN.items():
-        assert ev._entry(name).yaml_path == full[name].yaml_path, name   # the folder index agrees with the full one
-        _, leaves = ev._leaves(name)
-        c = ev.stock_config(leaves[0].name)
-        assert known == (c.get("output_type"), c.get("num_fewshot"), (c.get("fewshot_config") or {}).get("sampler")), name
+def test_task_table_matches_lm_eval():
+    "The facts `glu_pruning.tasks.TASKS` states about each task are lm-eval's own."
+    from glu_pruning.tasks import TASKS
+    full = td._stock_index()
+    for name, t in TASKS.items():
+        assert td._entry(name).yaml_path == full[name].yaml_path, name   # the folder index agrees with the full one
+        _, leaves = td._leaves(name)
+        c = td.stock_config(leaves[0].name)
+        assert (t.output, t.default_shots, t.sampler) == \
+            (c.get("output_type"), c.get("num_fewshot"), (c.get("fewshot_config") or {}).get("sampler")), name
+        assert ev.task_info(name) == (t.output, t.default_shots, t.sampler)
     assert all(s.group in ("fragile", "robust") for s in SUITES["paper"])
 
 
@@ -83,8 +88,9 @@ def test_every_output_type_offline_on_smollm2(smollm2, root, tmp_path):
     assert by["lambada_openai"] == {"perplexity", "acc"}
     assert by["wikitext"] == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
     assert by["arc_easy"] == {"acc", "acc_norm"}
-    assert by["gsm8k"] == {"exact_match,strict-match", "exact_match,flexible-extract"}
-    assert by["ifeval"] == {"prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"}
+    assert by["gsm8k"] == {"exact_match,strict-match", "exact_match,flexible-extract", ev.AT_CAP}
+    assert by["ifeval"] == {"prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
+                            "inst_level_loose_acc", ev.AT_CAP}
     v = df.set_index(["task", "metric"]).value
     assert 1 < v["wikitext", "word_perplexity"] < 1e4 and 1 < v["lambada_openai", "perplexity"] < 1e5
     rates = df[~df.metric.str.contains("perplexity|bits")]
@@ -154,7 +160,7 @@ def test_missing_data_is_reported_and_the_rest_runs(tiny, tok, root, monkeypatch
     assert sorted(un) == ["hellaswag", "leaderboard_musr"]
     assert "glu-prune data download" in un["hellaswag"] and "not reachable" in un["hellaswag"]
     assert "hellaswag" in err.getvalue() and "Traceback" not in err.getvalue()
-    assert ev.check_data("paper", root).keys() == {"hellaswag", "leaderboard_musr"}
+    assert td.check_data("paper", root).keys() == {"hellaswag", "leaderboard_musr"}
 
 
 @pytest.mark.timeout(60)
@@ -173,10 +179,10 @@ def test_ifeval_never_downloads_punkt(tmp_path, root, monkeypatch):
     monkeypatch.delenv("NLTK_DATA", raising=False)
     monkeypatch.setattr(nltk, "download", lambda *a, **k: pytest.fail("tried to download punkt_tab"))
     (tmp_path / "hf").symlink_to(root)                 # the data without its nltk_data folder
-    kind, why = ev.task_source(TaskSpec("ifeval"), tmp_path / "hf")
+    kind, why = td.task_source(TaskSpec("ifeval"), tmp_path / "hf")
     assert kind == "unavailable" and "punkt_tab" in why
-    assert ev.use_nltk_data(root)                      # DIR/nltk_data next to DIR/hf is found
-    assert ev.task_source(TaskSpec("ifeval"), root)[0] == "offline"
+    assert td.use_nltk_data(root)                      # DIR/nltk_data next to DIR/hf is found
+    assert td.task_source(TaskSpec("ifeval"), root)[0] == "offline"
 
 
 def test_seeds_chat_template_and_generation_settings(tiny, tok, root):
@@ -189,7 +195,7 @@ def test_seeds_chat_template_and_generation_settings(tiny, tok, root):
     chat = evaluate(tiny, tok, specs[1:], store=st, apply_chat_template=True, data_dir=root, progress=False)
     assert chat.chat_template.all() and len(st.cells()) == 4
     g = evaluate(tiny, tok, specs[:1], store=st, generation_kwargs={"max_gen_toks": 2}, data_dir=root, progress=False)
-    assert g.max_gen_toks.tolist() == [2, 2] and len(st.cells()) == 5
+    assert g.max_gen_toks.tolist() == [2, 2, 2] and len(st.cells()) == 5     # strict, flexible, and the share at the cap
     avg = results(st, average_seeds=True)
     assert avg[avg.task == "gsm8k"].groupby("max_gen_toks").n_seeds.first().to_dict() == {2: 1, 4: 2}
     st.close()
@@ -204,19 +210,19 @@ def test_download_data_writes_the_offline_layout(tmp_path, root, monkeypatch):
         calls.append((path, name))
         base = root / path / (name or "default")
         return real("json", data_files={p.stem: str(p) for p in base.glob("*.jsonl")})
-    monkeypatch.setattr(ev, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(td, "hub_reachable", lambda *a, **k: True)
     monkeypatch.setattr(datasets, "load_dataset", fake)
     monkeypatch.setattr(nltk, "download", lambda pkg, download_dir, quiet: shutil.copytree(
         root.parent / "nltk_data", download_dir, dirs_exist_ok=True))
     out = tmp_path / "data"
-    files = ev.download_data(out, ["arc_easy", "ifeval"], progress=False)
+    files = td.download_data(out, ["arc_easy", "ifeval"], progress=False)
     assert calls == [("allenai/ai2_arc", "ARC-Easy"), ("google/IFEval", None)]
     assert (out / "hf/allenai/ai2_arc/ARC-Easy/test.jsonl").exists() and (out / "nltk_data/tokenizers/punkt_tab").is_dir()
     assert len(files) == 5
     read = lambda p: [json.loads(l) for l in open(p)]
     assert read(out / "hf/google/IFEval/default/train.jsonl") == read(root / "google/IFEval/default/train.jsonl")
-    assert ev.offline_config("arc_easy", ev.data_root(out))[0] is not None
-    assert ev.download_data(out, ["arc_easy"], progress=False) == []        # present files are kept
+    assert td.offline_config("arc_easy", td.data_root(out))[0] is not None
+    assert td.download_data(out, ["arc_easy"], progress=False) == []        # present files are kept
 
 
 def test_cli_eval_and_data(tmp_path, data_dir, capsys):
@@ -244,9 +250,9 @@ def test_offline_mode_tries_only_what_the_datasets_cache_holds(tmp_path, root, m
     import datasets
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))
-    assert ev.task_source(TaskSpec("hellaswag"), root)[0] == "unavailable"
+    assert td.task_source(TaskSpec("hellaswag"), root)[0] == "unavailable"
     (tmp_path / "Rowan___hellaswag").mkdir()          # what `datasets` leaves after an online load
-    assert ev.task_source(TaskSpec("hellaswag"), root)[0] == "hub"
+    assert td.task_source(TaskSpec("hellaswag"), root)[0] == "hub"
 
 
 def _recorded_requests(model, tok, specs, root, monkeypatch):
@@ -274,8 +280,8 @@ def test_shared_prefix_scoring_matches_lm_eval(smollm2, root, monkeypatch):
     rec = _recorded_requests(model, tok, specs, root, monkeypatch)
     reqs, stock = [r for r, _ in rec], [a for _, a in rec]
     routed = []
-    real_stock = ev._stock_loglikelihood
-    monkeypatch.setattr(ev, "_stock_loglikelihood", lambda lm, rs, bs=None: routed.extend(rs) or real_stock(lm, rs, bs))
+    real_stock = px.stock_loglikelihood
+    monkeypatch.setattr(px, "stock_loglikelihood", lambda lm, rs, quiet=True, bs=None: routed.extend(rs) or real_stock(lm, rs, quiet, bs))
     lm = ev.hflm(model, tok)
     ours = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
     assert len(ours) == len(stock) > 30
@@ -284,7 +290,7 @@ def test_shared_prefix_scoring_matches_lm_eval(smollm2, root, monkeypatch):
         assert o_greedy == s_greedy, r[0]
     assert 0 < len(routed) < len(reqs) / 2          # WinoGrande and the perplexity windows went to lm-eval's path
     shared = {tuple(r[1]) for r in reqs} - {tuple(r[1]) for r in routed}
-    assert max(p for p, _ in ev.prefix_clusters(shared)) >= 100   # the few-shot prompts were shared
+    assert max(p for p, _ in px.prefix_clusters(shared)) >= 100   # the few-shot prompts were shared
 
 
 def test_shared_prefix_truncates_like_lm_eval(smollm2):
@@ -294,7 +300,7 @@ def test_shared_prefix_truncates_like_lm_eval(smollm2):
     ctx = tok("Question: " + "the quick brown fox jumps over the lazy dog " * 8 + "\nAnswer:").input_ids
     reqs = [(None, ctx, tok(a).input_ids) for a in (" yes", " no, it does not")]
     assert len(ctx) > 49
-    ours, stock = lm._loglikelihood_tokens(reqs, disable_tqdm=True), ev._stock_loglikelihood(lm, reqs)
+    ours, stock = lm._loglikelihood_tokens(reqs, disable_tqdm=True), px.stock_loglikelihood(lm, reqs)
     assert ours == stock
 
 
@@ -312,7 +318,7 @@ def test_shared_prefix_across_architectures(family, tok):
     ids = lambda n: torch.randint(3, len(tok), (n,), generator=g).tolist()
     shots = ids(90)
     reqs = [(None, shots + q, ids(n)) for q in (ids(5), ids(9)) for n in (1, 3, 6)] + [(None, ids(12), ids(4))]
-    ours, stock = lm._loglikelihood_tokens(reqs, disable_tqdm=True), ev._stock_loglikelihood(lm, reqs)
+    ours, stock = lm._loglikelihood_tokens(reqs, disable_tqdm=True), px.stock_loglikelihood(lm, reqs)
     for (o, _), (s, _) in zip(ours, stock):
         assert math.isclose(o, s, rel_tol=1e-4, abs_tol=1e-3), (family, o, s)
 
@@ -337,3 +343,90 @@ def test_tasks_loaded_once_give_the_same_answers(tok, root):
     assert E.add_env_info is probe                  # lm-eval's environment report is skipped only while we run
     with pytest.raises(ValueError, match="generation_batch_size"):
         evaluate(a, tok, specs, data_dir=root, progress=False, generation_batch_size=0)
+
+
+def test_sample_is_seeded_paired_and_not_the_first_items(tiny, tok, root):
+    "A limited task scores a seeded random sample: the same items for every variant, not the first N."
+    from glu_pruning.models import tiny_model
+    other = tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok), seed=7)
+    st = Store(":memory:")
+    specs = [TaskSpec("arc_challenge", 0, limit=12), TaskSpec("mmlu", 5, limit=3, subtasks=("mmlu_anatomy", "mmlu_virology"))]
+    for m in (tiny, other): evaluate(m, tok, specs, store=st, data_dir=root, progress=False)
+    cells = st.cells()
+    assert cells.fingerprint.nunique() == 2 and {c["sample_seed"] for c in cells.config} == {0}
+    for task in ("arc_challenge", "mmlu"):
+        a, b = (sorted(st.items(fp, task, "acc").doc) for fp in cells.fingerprint.unique())
+        assert a == b, task                                     # paired
+        assert len(a) == (12 if task == "arc_challenge" else 6)
+    docs = sorted(int(d) for d in st.items(cells.fingerprint.iloc[0], "arc_challenge", "acc").doc)
+    assert docs != list(range(12)) and docs == ev.sample_items("arc_challenge", 1172, 12)
+    # another sample seed is another sample, and another cell
+    df = evaluate(tiny, tok, specs[:1], store=st, sample_seed=1, data_dir=root, progress=False)
+    seed1 = st.items(df.fingerprint.iloc[0], "arc_challenge", "acc", config=st.cells().config.iloc[-1]).doc
+    assert len(st.cells()) == 5 and sorted(int(d) for d in seed1) == ev.sample_items("arc_challenge", 1172, 12, seed=1) != docs
+
+
+def test_chat_template_default_and_generation_cap_share(tiny, tok, root):
+    "Generation tasks use the tokenizer's chat template unless told not to; the share of answers at the cap is stored."
+    st = Store(":memory:")
+    spec = [TaskSpec("ifeval", 0, limit=2, max_gen_toks=4), TaskSpec("arc_easy", 0, limit=2)]
+    on = evaluate(tiny, tok, spec, store=st, data_dir=root, progress=False)
+    assert on.groupby("task").chat_template.first().to_dict() == {"arc_easy": False, "ifeval": True}
+    cap = on.set_index(["task", "metric"]).value["ifeval", ev.AT_CAP]
+    assert cap == 1.0          # a random model never stops on its own within 4 tokens
+    off = evaluate(tiny, tok, spec[:1], store=st, apply_chat_template=False, data_dir=root, progress=False)
+    assert not off.chat_template.any() and len(st.cells()) == 3
+    assert ev.use_chat_template("ifeval", type("T", (), {"chat_template": None})()) is False   # no template: off
+
+
+def test_malformed_jsonl_line_is_one_sentence(tiny, tok, root, tmp_path, capsys):
+    "A broken line in the data folder names the file and the line, in Python and on the command line."
+    d = tmp_path / "allenai" / "ai2_arc" / "ARC-Easy"
+    d.mkdir(parents=True)
+    lines = (root / "allenai/ai2_arc/ARC-Easy/test.jsonl").read_text().splitlines()
+    (d / "test.jsonl").write_text("\n".join(lines[:3] + ['{"id": "broken", "question": '] + lines[3:20]) + "\n")
+    ev._TASKS.clear()
+    with pytest.raises(ValueError, match=r"test.jsonl line 4 is not valid JSON"):
+        evaluate(tiny, tok, [TaskSpec("arc_easy", 0, limit=2)], data_dir=tmp_path, progress=False)
+    from glu_pruning.cli import main
+    assert main(["eval", "smollm2-135m-instruct", "--tasks", "arc_easy", "--limit", "2", "--data-dir", str(tmp_path),
+                 "--store", str(tmp_path / "s.sqlite"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    msg = [l for l in err.splitlines() if l.startswith("glu-prune eval: error:")]   # the rest: progress bars
+    assert len(msg) == 1 and "test.jsonl line 4 is not valid JSON" in msg[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,msg", [(["--ratio", "0"], "ratio=0.0 must be above 0"),
+                                      (["--width", "0"], "width=0 must be above 0"),
+                                      (["--ratio", "nan"], "ratio=nan is not a finite number"),
+                                      (["--percent", "100"], "percent=100.0 must be above 0 and below 100"),
+                                      (["--limit", "0"], "--limit 0 must be a positive number of items"),
+                                      (["--limit", "-3"], "--limit -3 must be a positive number of items")])
+def test_cli_eval_refuses_bad_targets_and_limits(args, msg, tmp_path):
+    "`eval --ratio 0` used to store the unpruned model as a variant; now these exit 1 with one line, loading nothing."
+    import subprocess
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "glu_pruning.cli", "eval", *args, "--tasks", "arc_easy",
+                        "--store", str(tmp_path / "s.sqlite")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_limit_must_be_positive_in_python(tiny, tok):
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="positive number of items"):
+            evaluate(tiny, tok, [TaskSpec("arc_easy", 0)], limit=bad, progress=False)
+    with pytest.raises(ValueError, match="positive number of items"):
+        evaluate(tiny, tok, [TaskSpec("arc_easy", 0, limit=0)], progress=False)
+
+
+def test_cli_eval_with_a_data_criterion(tmp_path, data_dir, capsys):
+    "`eval --criterion wanda` calibrates like `prune` does instead of failing with the Python API's message."
+    from glu_pruning.cli import main
+    store = tmp_path / "w.sqlite"
+    assert main(["eval", "smollm2-135m-instruct", "--ratio", "2.4", "--criterion", "wanda", "--calibration", "2",
+                 "--tasks", "winogrande", "--limit", "2", "--store", str(store), "--data-dir", str(data_dir),
+                 "--device", "cpu"]) == 0
+    assert "with wanda" in capsys.readouterr().err
+    assert results(store).criterion.tolist() == ["wanda"]

@@ -62,3 +62,17 @@ def test_gguf_cache_is_plain_safetensors(smollm2):
     cached = [p for p in cache_dir().glob(f"{gguf.stem}-*") if (p / "config.json").exists()]
     assert cached and (cached[0] / "model.safetensors").exists()
     assert "quantization_config" not in json.loads((cached[0] / "config.json").read_text())
+
+
+@pytest.mark.slow
+def test_ifeval_with_the_chat_template(smollm2, data_dir):
+    "IFEval on the instruct model goes through its chat template by default, and its answers then end on their own."
+    from glu_pruning.evaluation import AT_CAP, evaluate
+    from glu_pruning.taskdata import TaskSpec
+    model, tok = smollm2
+    assert tok.chat_template
+    df = evaluate(model, tok, [TaskSpec("ifeval", 0, limit=4, max_gen_toks=256)], data_dir=data_dir, progress=False)
+    assert df.chat_template.all() and (df.max_gen_toks == 256).all()
+    v = df.set_index("metric").value
+    assert 0 <= v["prompt_level_strict_acc"] <= 1 and v["inst_level_loose_acc"] >= v["inst_level_strict_acc"]
+    assert v[AT_CAP] < 1          # with the template, at least one answer ends before the cap
