@@ -1,4 +1,4 @@
-"""Score once, slice at every ratio, evaluate each variant into the store, and write a report you can open.
+"""Score once, slice at every ratio, evaluate each variant into the store; resumable, and safe to run twice at once.
 
 Docs: https://glu-pruning.github.io/glu_pruning/sweep.html.md"""
 
@@ -6,49 +6,103 @@ Docs: https://glu-pruning.github.io/glu_pruning/sweep.html.md"""
 
 # %% ../nbs/13_sweep.ipynb #32a9ed83
 from __future__ import annotations
-import base64, contextlib, datetime, gc, html, io, json, math, os, sys, time, warnings
+import contextlib, datetime, gc, io, json, math, os, sys, uuid, warnings
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['STORE_FILE', 'MANIFEST_FILE', 'DEMO_BUDGETS', 'plan', 'sweep', 'missing_cells', 'render_report', 'report', 'demo',
-           'cli_sweep', 'cli_report', 'cli_demo']
+__all__ = ['STORE_FILE', 'MANIFEST_FILE', 'skipped_targets', 'plan', 'sweep']
 
 # %% ../nbs/13_sweep.ipynb #65fd5635
 from .models import DEFAULT_MODEL, count_params, find_mlps, fingerprint, load_model
-from .scoring import CRITERIA, calibration_texts, score
-from .slicing import prune, target_width
+from .scoring import CRITERIA, calibration_texts, get_criterion, score
+from .slicing import check_target, prune, target_width
+from .tasks import BASELINE, is_baseline
 
 # %% ../nbs/13_sweep.ipynb #f534fd56
+def _is_baseline_ratio(r, hidden: int, width: int) -> bool:
+    return math.ceil(round(float(r) * hidden, 6)) >= width
+
+def skipped_targets(hidden: int, width: int, ratios=(), percents=()) -> list[str]:
+    "Why each target that `plan` folds into the baseline is skipped (ratios at or above the model's own, 0 %)."
+    own = width / hidden
+    said = [f"ratio {r:g} is at or above the model's own {own:.3g}x: skipped, the unpruned baseline stands for it"
+            for r in ratios or () if math.isfinite(float(r)) and _is_baseline_ratio(r, hidden, width)]
+    return said + [f"percent 0 prunes nothing: skipped, the unpruned baseline stands for it"
+                   for p in percents or () if float(p) == 0]
+
 def plan(hidden: int, width: int,            # the model's hidden size and current intermediate width
          ratios=(), percents=(),             # targets: expansion ratios and/or percentages of neurons pruned
          criteria=("ppm",),                  # criteria, each sliced at every target
         ) -> list[dict]:
     "The variants of a sweep: the baseline, then each criterion at each distinct target width (widest first)."
-    own = width / hidden
     targets = {}
     for r in ratios or ():
-        if float(r) <= 0: raise ValueError(f"ratio {r} must be > 0 (the model is at {own:.3g}x)")
-        if math.ceil(round(float(r) * hidden, 6)) >= width: continue     # at or above the model: the baseline
+        check_target(ratio=float(r))                           # 0, negative, NaN and infinite ratios are errors
+        if _is_baseline_ratio(r, hidden, width): continue     # `skipped_targets` says so
         targets.setdefault(target_width(width, hidden, ratio=float(r)), dict(ratio=float(r)))
     for p in percents or ():
-        if float(p) == 0: continue
+        if float(p) == 0: continue                            # 0 % pruned: the baseline, as in the paper's tables
+        check_target(percent=float(p))
         targets.setdefault(target_width(width, hidden, percent=float(p)), dict(percent=float(p)))
-    cells = [dict(criterion="none", spec={}, width=width, ratio=round(own, 4))]
+    cells = [dict(criterion=BASELINE, spec={}, width=width, ratio=round(width / hidden, 4))]
     for c in ([criteria] if isinstance(criteria, str) else list(criteria)):
-        if c not in CRITERIA: raise ValueError(f"unknown criterion {c!r}; choose from {sorted(CRITERIA)}")
+        get_criterion(c)                                       # an unknown name: the one message that lists them
         for k in sorted(targets, reverse=True):
             cells.append(dict(criterion=c, spec=targets[k], width=k, ratio=round(k / hidden, 4)))
     return cells
 
 # %% ../nbs/13_sweep.ipynb #648993c4
 def _write_json(path: Path, obj):
-    tmp = path.with_suffix(".tmp")
+    "Write `obj` atomically: into a temporary file of this process's own (two sweeps never share one), then renamed."
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)   # atomic: a killed sweep leaves the old manifest or the new one, never half of one
+    os.replace(tmp, path)   # a killed sweep leaves the old manifest or the new one, never half of one
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    "An exclusive lock for a read-merge-write of `path`: other processes wait. POSIX locks its folder (no lock file)."
+    if os.name == "nt":   # no flock: a lock file beside it, held with msvcrt
+        import msvcrt
+        with open(path.with_name(path.name + ".lock"), "a+") as f:
+            f.seek(0); msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+            try: yield
+            finally: f.seek(0); msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally: os.close(fd)   # closing releases the lock
+
+def _merge_cells(ours: list[dict], theirs: list[dict]) -> list[dict]:
+    "One cell per (criterion, width), ours first; what either run learned (fingerprint, params, tasks) is kept."
+    merged = {}
+    for c in ours + theirs:
+        k, old = (c["criterion"], c["width"]), merged.get((c["criterion"], c["width"]), {})
+        merged[k] = {**c, **old, "tasks": list(dict.fromkeys(old.get("tasks", []) + c.get("tasks", [])))}
+    return list(merged.values())
+
+def _save_manifest(mf: Path, manifest: dict) -> dict:
+    "Merge `manifest` into the one on disk (another run into this folder may have written it), under a lock."
+    with _locked(mf):
+        if mf.exists():
+            old = json.loads(mf.read_text())
+            if old.get("base_fingerprint") != manifest["base_fingerprint"]:
+                raise ValueError(f"{mf.parent} holds a sweep of another model ({old.get('model')}); use a new --out folder.")
+            for c in old["cells"]: c.setdefault("tasks", old.get("tasks", []))   # manifests before per-cell tasks
+            manifest = {**manifest, "cells": _merge_cells(manifest["cells"], old["cells"]),
+                        "tasks": list(dict.fromkeys(manifest["tasks"] + old.get("tasks", []))),
+                        "criteria": sorted(set(manifest["criteria"]) | set(old.get("criteria", []))),
+                        "unavailable": {**old.get("unavailable", {}), **manifest["unavailable"]},
+                        "started": old.get("started", manifest["started"])}
+        _write_json(mf, manifest)
+    return manifest
+
+# %% ../nbs/13_sweep.ipynb #36b5e331
 def _free():
     "Return the memory of a dropped variant now (its sliced matrices; on GPU, the cached blocks too)."
     import torch
@@ -66,7 +120,8 @@ def _quiet_bars(on: bool = True):
         sys.stderr.write(buf.getvalue()[-5000:])
         raise
 
-def _n_cells(store) -> int: return store.con.execute("SELECT count(*) FROM cells").fetchone()[0]
+def _n_cells(store, fp: str) -> int:
+    return store.con.execute("SELECT count(*) FROM cells WHERE fingerprint=?", (fp,)).fetchone()[0]
 
 def _suite(suite):
     "'quick:a,b' -> the quick suite's `TaskSpec`s for tasks a and b; anything else unchanged."
@@ -84,6 +139,50 @@ def _specs(suite) -> dict:
     "{task: TaskSpec} of a suite: each task keeps the suite's shots, item limit and generation cap."
     from glu_pruning.evaluation import resolve_tasks
     return {s.task: s for s in resolve_tasks(suite)}
+
+# %% ../nbs/13_sweep.ipynb #21b03df0
+def _run_manifest(model, layers: int, cells: list[dict], tasks: list[str], suite, limit, label, eval_kwargs) -> dict:
+    "This run's `sweep.json`: the model, its sizes and the plan; each cell lists the tasks asked of it."
+    hidden, width = model.config.hidden_size, cells[0]["width"]
+    name = str(getattr(model, "glu_source", None) or model.config._name_or_path or model.config.model_type)
+    for c in cells: c["tasks"] = list(tasks)
+    return dict(model=name, label=label or name.split("/")[-1], model_type=model.config.model_type,
+                hidden=hidden, width=width, own_ratio=width / hidden, layers=layers,
+                base_fingerprint=fingerprint(model), suite=suite if isinstance(suite, str) else list(tasks),
+                tasks=list(tasks), unavailable={}, limit=limit, criteria=sorted({c["criterion"] for c in cells[1:]}),
+                eval=dict(eval_kwargs), store=STORE_FILE, cells=cells,
+                started=datetime.datetime.now().isoformat(timespec="seconds"))
+
+def _calibration(criterion: str, texts, data_dir, tasks) -> list[str] | None:
+    "Calibration passages for a data criterion (None for a weight-only one); warns when a task scores the same text."
+    if not CRITERIA[criterion].needs_data: return None
+    if texts is not None: return texts
+    if "wikitext" in tasks:
+        warnings.warn(f"criterion {criterion!r} is calibrated on WikiText-2 test paragraphs, which the wikitext task "
+                      "also scores, so its perplexity there is optimistic; pass `texts=` from another corpus for a "
+                      "fair comparison", stacklevel=4)
+    return calibration_texts(data=data_dir)
+
+def _variant(model, cell: dict, scores: dict, tokenizer, texts, data_dir, tasks):
+    "The model of one cell: the model itself for the baseline, else a pruned copy (each criterion scored once)."
+    c = cell["criterion"]
+    if is_baseline(c): return model
+    if c not in scores:
+        scores[c] = score(model, c, tokenizer=tokenizer, texts=_calibration(c, texts, data_dir, tasks), progress=False)
+    return prune(model, criterion=c, scores=scores[c], inplace=False, progress=False, **cell["spec"]).model
+
+def _evaluate_cell(variant, fp: str, tokenizer, spec, store, manifest: dict, progress: bool, **kw) -> str:
+    "Evaluate one (variant, task) cell into the store: 'evaluated', 'reused', or 'unavailable' (no data)."
+    from glu_pruning.evaluation import evaluate
+    if spec.task in manifest["unavailable"]: return "unavailable"   # no data: found on an earlier variant
+    before = _n_cells(store, fp)
+    with _quiet_bars(progress):
+        df = evaluate(variant, tokenizer, [spec], store=store, progress=False, **kw)
+    if df.attrs.get("unavailable"):
+        manifest["unavailable"].update(df.attrs["unavailable"])
+        print(f"skipping {spec.task}: {df.attrs['unavailable'][spec.task]}", file=sys.stderr)
+        return "unavailable"
+    return "evaluated" if _n_cells(store, fp) > before else "reused"
 
 # %% ../nbs/13_sweep.ipynb #8d829b95
 STORE_FILE, MANIFEST_FILE = "results.sqlite", "sweep.json"
@@ -103,296 +202,53 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
           **eval_kwargs,             # passed to `evaluate`: batch_size, seeds, apply_chat_template, ...
          ) -> pd.DataFrame:
     "Evaluate `model` pruned at every ratio (and criterion) into `out/results.sqlite`; resumable. Returns its results."
-    from glu_pruning.evaluation import evaluate
-    from glu_pruning.store import Store, results
     if isinstance(model, (str, Path)): model, tokenizer = load_model(str(model))
     if tokenizer is None: raise ValueError("pass the model's tokenizer (or a model name, and both are loaded)")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     mlps = find_mlps(model)
     hidden, width = model.config.hidden_size, mlps[0].width
     cells = plan(hidden, width, ratios, percents, criteria)
+    for msg in skipped_targets(hidden, width, ratios, percents): print(f"sweep: {msg}", file=sys.stderr)
     specs = _specs(_suite(suite))
-    tasks = list(specs)
-    name = str(getattr(model, "glu_source", None) or model.config._name_or_path or model.config.model_type)
-    manifest = dict(model=name, label=label or name.split("/")[-1], model_type=model.config.model_type,
-                    hidden=hidden, width=width, own_ratio=width / hidden, layers=len(mlps),
-                    base_fingerprint=fingerprint(model), suite=suite if isinstance(suite, str) else tasks,
-                    tasks=tasks, unavailable={}, limit=limit, criteria=sorted({c["criterion"] for c in cells[1:]}),
-                    eval={k: v for k, v in eval_kwargs.items()}, store=STORE_FILE, cells=cells,
-                    started=datetime.datetime.now().isoformat(timespec="seconds"))
-    mf = out / MANIFEST_FILE
-    if mf.exists():   # an earlier run of this directory: keep its cells too, so the report covers them all
-        old = json.loads(mf.read_text())
-        if old.get("base_fingerprint") != manifest["base_fingerprint"]:
-            raise ValueError(f"{out} holds a sweep of another model ({old.get('model')}); use a new --out folder.")
-        seen = {(c["criterion"], c["width"]) for c in cells}
-        manifest["cells"] = cells + [c for c in old["cells"] if (c["criterion"], c["width"]) not in seen]
-        manifest["started"] = old.get("started", manifest["started"])
-    _write_json(mf, manifest)
-    store, scores = Store(out / STORE_FILE), {}
-    bar = tqdm(total=len(cells) * len(tasks), desc=f"sweep {manifest['label']}", unit="cell", disable=not progress,
-               dynamic_ncols=True)
-    stats = dict(evaluated=0, reused=0)
+    manifest = _run_manifest(model, len(mlps), cells, list(specs), suite, limit, label, eval_kwargs)
+    _save_manifest(out / MANIFEST_FILE, manifest)   # first: refuses a folder holding another model's sweep
+    stats = _sweep_cells(model, tokenizer, manifest, specs, out, texts, data_dir, limit, progress, eval_kwargs)
+    merged = _save_manifest(out / MANIFEST_FILE, manifest)
+    if not stats["evaluated"] + stats["reused"]:
+        raise FileNotFoundError(f"none of the tasks {list(specs)} has its data here and none is in {out / STORE_FILE}; "
+                                "point data_dir / --data-dir (or $GLU_PRUNING_DATA) at the offline benchmark folder, or "
+                                "fetch it where there is network with `glu-prune data download DIR`.")
+    return _run_results(out, merged, stats)
+
+# %% ../nbs/13_sweep.ipynb #788440c3
+def _sweep_cells(model, tokenizer, manifest: dict, specs: dict, out: Path, texts, data_dir, limit, progress,
+                 eval_kwargs) -> dict:
+    "The evaluation loop: each variant in turn, each of its tasks into the store; the manifest saved per variant."
+    from glu_pruning.store import Store
+    store, scores, stats = Store(out / STORE_FILE), {}, dict(evaluated=0, reused=0, unavailable=0)
+    bar = tqdm(total=len(manifest["cells"]) * len(specs), desc=f"sweep {manifest['label']}", unit="cell",
+               disable=not progress, dynamic_ncols=True)
     try:
-        for cell in cells:
-            c = cell["criterion"]
-            if c == "none": variant = model
-            else:
-                if c not in scores:
-                    calib = texts if CRITERIA[c].needs_data else None
-                    if CRITERIA[c].needs_data and calib is None:
-                        calib = calibration_texts(data=data_dir)
-                        if "wikitext" in tasks:
-                            warnings.warn(f"criterion {c!r} is calibrated on WikiText-2 test paragraphs, which the "
-                                          "wikitext task also scores, so its perplexity there is optimistic; pass "
-                                          "`texts=` from another corpus for a fair comparison", stacklevel=2)
-                    scores[c] = score(model, c, tokenizer=tokenizer, texts=calib, progress=False)
-                variant = prune(model, criterion=c, scores=scores[c], inplace=False, progress=False, **cell["spec"]).model
+        for cell in manifest["cells"]:
+            variant = _variant(model, cell, scores, tokenizer, texts, data_dir, list(specs))
             cell.update(fingerprint=fingerprint(variant), params=count_params(variant))
-            for t in tasks:
-                bar.set_postfix_str(f"{c} {cell['ratio']:.3g}x {t}")
-                if t in manifest["unavailable"]: bar.update(1); continue   # no data: found on an earlier variant
-                before = _n_cells(store)
-                with _quiet_bars(progress):
-                    df = evaluate(variant, tokenizer, [specs[t]], store=store, limit=limit, data_dir=data_dir,
-                                  progress=False, **eval_kwargs)
-                if df.attrs.get("unavailable"):
-                    manifest["unavailable"].update(df.attrs["unavailable"])
-                    print(f"skipping {t}: {df.attrs['unavailable'][t]}", file=sys.stderr)
-                else: stats["evaluated" if _n_cells(store) > before else "reused"] += 1
+            for t, spec in specs.items():
+                bar.set_postfix_str(f"{cell['criterion']} {cell['ratio']:.3g}x {t}")
+                stats[_evaluate_cell(variant, cell["fingerprint"], tokenizer, spec, store, manifest, progress,
+                                     limit=limit, data_dir=data_dir, **eval_kwargs)] += 1
                 bar.update(1)
-            _write_json(mf, manifest)
-            variant = df = None   # drop the pruned copy before slicing the next one
+            _save_manifest(out / MANIFEST_FILE, manifest)
+            variant = None   # drop the pruned copy before slicing the next one
             _free()
     finally:
         bar.close()
         store.close()
-    if not stats["evaluated"] + stats["reused"]:
-        raise FileNotFoundError(f"none of the tasks {tasks} has its data here and none is in {out / STORE_FILE}; point "
-                                "data_dir / --data-dir (or $GLU_PRUNING_DATA) at the offline benchmark folder, or fetch "
-                                "it where there is network with `glu-prune data download DIR`.")
-    df = results(out / STORE_FILE)
-    fps = {c.get("fingerprint") for c in manifest["cells"]}
-    df = df[df.fingerprint.isin(fps)].reset_index(drop=True)
-    df.attrs.update(stats, run=str(out))
-    return df
+    return stats
 
-# %% ../nbs/13_sweep.ipynb #1aef5c2c
-def _png(fig) -> bytes:
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-def _pivot(df: pd.DataFrame) -> pd.DataFrame:
-    "Tasks × (criterion, ratio) table of headline values (± stderr), the baseline first."
-    from glu_pruning.plots import only_headline
-    d = only_headline(df).copy()
-    se = d.stderr if "stderr" in d else pd.Series(float("nan"), index=d.index)
-    d["cell"] = [f"{v:.4g}" + ("" if pd.isna(s) else f" ± {s:.3f}") for v, s in zip(d.value, se)]
-    d["variant"] = [("baseline" if c in ("none", None) or pd.isna(c) else c) + f" {r:.3g}x" for c, r in zip(d.criterion, d.ratio)]
-    order = d.sort_values(["ratio"], ascending=False).variant.drop_duplicates().tolist()
-    t = d.pivot_table(index=["task", "metric"], columns="variant", values="cell", aggfunc="first")
-    return t[[c for c in order if c in t.columns]]
-
-# %% ../nbs/13_sweep.ipynb #a4459f6d
-def missing_cells(df: pd.DataFrame, # tidy results of the run
-                  manifest: dict,   # the run's `sweep.json`
-                 ) -> pd.DataFrame:
-    "The (criterion, ratio, task) cells the sweep asked for that have no result in the store."
-    want = [(c["criterion"], round(c["ratio"], 4), t) for c in manifest["cells"] for t in manifest["tasks"]]
-    have = set(zip(df.criterion, df.ratio.round(4), df.task)) if len(df) else set()
-    return pd.DataFrame([w for w in want if w not in have], columns=["criterion", "ratio", "task"])
-
-# %% ../nbs/13_sweep.ipynb #5d85a814
-def render_report(df: pd.DataFrame, # tidy results of the run (`glu_pruning.store.results`, this run's rows)
-                  manifest: dict,   # the run's `sweep.json`
-                  out,              # folder to write into (created)
-                  paper: bool = True, # draw the paper's numbers next to the run
-                  explorer: bool = True, # also write the standalone in-browser explorer
-                 ) -> Path:
-    "Write `report.html` (self-contained), `report.md`, `figures/*.png` and `results.csv`; return the HTML path."
-    import matplotlib
-    from glu_pruning.plots import correlation, plot_correlation, plot_dichotomy, plot_params, plot_tasks
-    out = Path(out); (out / "figures").mkdir(parents=True, exist_ok=True)
-    name = manifest.get("label") or manifest["model"]
-    df = df.assign(model=name)
-    df.to_csv(out / "results.csv", index=False)
-    unavailable = manifest.get("unavailable", {})
-    miss = missing_cells(df, manifest)
-    miss = miss[~miss.task.isin(list(unavailable))]
-    figs, notes = {}, []
-    if len(df):
-        ppm = df[df.criterion.isin(["ppm", "none"])] if "ppm" in set(df.criterion) else df
-        figs["dichotomy"] = (plot_dichotomy(ppm, paper=paper) if ppm.task.isin(_KNOWN).any() else None,
-                             "Percent of the unpruned score against expansion ratio: fragile (red) vs robust (blue) "
-                             "tasks, group means with 95 % bands; perplexities are in the per-task figure"
-                             + ("; dashed and dotted: the paper's Llama-3.2-1B and -3B." if paper else "."))
-        figs["tasks"] = (plot_tasks(ppm, paper=paper), "Each task's headline metric against ratio"
-                         + (" (solid: this run; dashed: the paper)." if paper else "."))
-        if {"mmlu", "truthfulqa_mc2"} <= set(df.task) and df.ratio.nunique() > 2:
-            figs["correlation"] = (plot_correlation(ppm, paper=paper), "MMLU against TruthfulQA-MC2 across ratios, "
-                                   "with Pearson r and p per model.")
-            c = correlation(ppm).set_index("model")
-            notes.append(f"MMLU vs TruthfulQA-MC2 on this run: r = {c.r.iloc[0]:.3f}, p = {c.p.iloc[0]:.3f} "
-                         f"(n = {int(c.n.iloc[0])} ratios); the paper reports r = −0.864, p = 0.012 for Llama-3.2-3B.")
-    cells = pd.DataFrame(manifest["cells"])
-    if len(cells):
-        pc = cells.drop_duplicates("ratio").assign(model=name)[["model", "ratio", "params"]]
-        figs["params"] = (plot_params(pc, paper=paper), "Parameters against ratio (percent of the unpruned model).")
-    figs = {k: v for k, v in figs.items() if v[0] is not None}
-    pngs = {}
-    for k, (f, _) in figs.items():
-        pngs[k] = _png(f); (out / "figures" / f"{k}.png").write_bytes(pngs[k])
-        matplotlib.pyplot.close(f)
-    if explorer and len(df):
-        from glu_pruning.explorer import save_explorer
-        save_explorer(out / "explorer.html", df, paper=paper)   # every criterion of the run: the page has a menu
-    # the text, once, as markdown; the HTML version inlines the figures
-    md = [f"# Width-pruning sweep: {name}", "",
-          f"{manifest.get('model_type', '')} model, hidden size {manifest.get('hidden')}, "
-          f"{manifest.get('width')} intermediate neurons per layer (ratio {manifest.get('own_ratio', 0):.3g}x); "
-          f"suite `{manifest.get('suite')}`" + (f", limit {manifest['limit']} items per task" if manifest.get("limit") else "")
-          + f"; criteria {', '.join(manifest.get('criteria', []))}. Written {datetime.datetime.now():%Y-%m-%d %H:%M}.", ""]
-    md += ["## What is missing", ""]
-    if not unavailable and miss.empty: md.append("Nothing: every task was evaluated for every variant.")
-    for t, why in unavailable.items(): md.append(f"- **{t}**: not run, its data is not available ({why}).")
-    if not miss.empty:
-        by = miss.groupby("task").apply(lambda g: ", ".join(f"{c} {r:.3g}x" if c != "none" else f"baseline {r:.3g}x"
-                                                           for c, r in zip(g.criterion, g.ratio)), include_groups=False)
-        md.append(f"- {len(miss)} of {len(manifest['cells']) * len([t for t in manifest['tasks'] if t not in unavailable])} (variant, task) cells have no "
-                  "result yet; rerun the same `glu-prune sweep` command to complete them:")
-        md += [f"  - {t}: {v}" for t, v in by.items()]
-    md.append("")
-    if notes: md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    for k, (_, cap) in figs.items(): md += [f"## {k.capitalize()}", "", f"![{k}](figures/{k}.png)", "", cap, ""]
-    if len(df):
-        md += ["## Results (headline metric per task)", "", _md_table(_pivot(df)), "",
-               "All metrics are in `results.csv`" + (", and `explorer.html` has the in-browser ratio explorer." if explorer else "."), ""]
-    (out / "report.md").write_text("\n".join(md))
-    body = _md_to_html("\n".join(md))
-    for k, b in pngs.items():
-        body = body.replace(f'src="figures/{k}.png"', f'src="data:image/png;base64,{base64.b64encode(b).decode()}"')
-    page = out / "report.html"
-    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)} sweep</title>"
-                    f"<style>{_CSS}</style></head><body>{body}</body></html>")
-    return page
-
-# %% ../nbs/13_sweep.ipynb #130defe6
-_KNOWN = ["wikitext", "lambada_openai", "mmlu", "gsm8k", "arc_challenge", "arc_easy", "hellaswag", "piqa", "boolq",
-          "winogrande", "ifeval", "leaderboard_musr", "truthfulqa_mc1", "truthfulqa_mc2"]
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
-        "img{max-width:100%}table{border-collapse:collapse;font-size:.85rem}th,td{border:1px solid #ddd;padding:.2rem .5rem}"
-        "code{background:#f4f4f4;padding:0 .2rem}")
-
-def _md_table(t: pd.DataFrame) -> str:
-    "A DataFrame with a (task, metric) index as a Markdown table (no tabulate needed)."
-    head = ["task", "metric"] + [str(c) for c in t.columns]
-    rows = [list(i) + ["–" if pd.isna(v) else str(v) for v in r] for i, r in zip(t.index, t.values)]
-    return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head)] + rows)
-
-def _md_to_html(md: str) -> str:
-    import mistune
-    return mistune.create_markdown(plugins=["table"])(md)
-
-# %% ../nbs/13_sweep.ipynb #200e76e9
-def report(run="runs/sweep",        # a run directory written by `sweep`
-           out=None,                # where to write the report (default: RUN/report)
-           paper: bool = True,      # draw the paper's numbers next to the run
-           explorer: bool = True,   # also write the in-browser explorer (explorer.html, ~5 MB with plotly.js)
-          ) -> Path:
-    "Write the run's report (HTML, Markdown, PNG figures, tidy CSV) and return the path of report.html."
+def _run_results(out: Path, manifest: dict, stats: dict) -> pd.DataFrame:
+    "The store's rows of the manifest's variants, with the sweep's counts in `attrs`."
     from glu_pruning.store import results
-    run = Path(run)
-    mf = run / MANIFEST_FILE
-    if not mf.exists():
-        raise FileNotFoundError(f"{run} is not a sweep run directory (no {MANIFEST_FILE}); run `glu-prune sweep ... "
-                                f"--out {run}` first")
-    manifest = json.loads(mf.read_text())
-    df = results(run / manifest.get("store", STORE_FILE)) if (run / manifest.get("store", STORE_FILE)).exists() else pd.DataFrame()
-    if len(df):
-        fps = {c.get("fingerprint") for c in manifest["cells"]} - {None}
-        df = df[df.fingerprint.isin(fps)].reset_index(drop=True)
-    if df.empty: df = pd.DataFrame(columns=["model", "ratio", "criterion", "task", "metric", "value", "stderr", "group"])
-    return render_report(df, manifest, Path(out) if out else run / "report", paper=paper, explorer=explorer)
-
-# %% ../nbs/13_sweep.ipynb #a1310bfa
-DEMO_BUDGETS = {  # budget: sweep arguments; "quick:" tasks keep the quick suite's shots and generation caps
-    "full":  dict(ratios=(2.4, 2.0, 1.6, 1.2), suite="quick", limit=None),
-    "small": dict(ratios=(2.4, 2.0, 1.6, 1.2), suite="quick:arc_challenge,piqa,truthfulqa_mc2,ifeval", limit=6),
-}
-
-def demo(out="demo_run",          # run directory (reused: a second run only fills what is missing)
-         budget: str = "full",    # "full" (the quick suite, < 20 min on 2 CPU cores) or "small" (about 2 min)
-         data_dir=None,           # offline benchmark data (default $GLU_PRUNING_DATA)
-         model: str = DEFAULT_MODEL,
-         progress: bool = True,
-        ) -> Path:
-    "Sweep the bundled SmolLM2 over four ratios on the quick suite, write the report, return its path."
-    if budget not in DEMO_BUDGETS:
-        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(DEMO_BUDGETS)}")
-    out = Path(out) / budget if budget != "full" else Path(out)
-    t0 = time.time()
-    df = sweep(model, out=out, data_dir=data_dir, progress=progress, label=f"{model} ({budget} demo)",
-               **DEMO_BUDGETS[budget])
-    page = report(out)
-    print(f"{df.attrs['evaluated']} cells evaluated, {df.attrs['reused']} reused from the store, in {time.time() - t0:.0f} s")
-    return page
-
-# %% ../nbs/13_sweep.ipynb #ad7e5f17
-def cli_sweep(p):
-    "Arguments of `glu-prune sweep`; returns the function to run."
-    p.add_argument("model", help="model name, local folder, .gguf file or alias (e.g. smollm2-135m-instruct)")
-    p.add_argument("--ratios", type=float, nargs="+",
-                   help="target expansion ratios; the baseline is always included (default: 2.4 2.0 1.6)")
-    p.add_argument("--percents", type=float, nargs="+", default=[],
-                   help="targets as percent of neurons pruned, like the paper's 10 20 … 60 (instead of or with --ratios)")
-    p.add_argument("--criteria", nargs="+", default=["ppm"], help="criteria to compare at the same widths (default: ppm)")
-    p.add_argument("--suite", default="quick", help="suite name (quick, paper), comma-separated lm-eval tasks (full "
-                   "tasks), or quick:task1,task2 for some of the quick suite's tasks with its item limits")
-    p.add_argument("--limit", type=int, help="evaluate only the first N items of every task")
-    p.add_argument("--data-dir", help="offline benchmark data (default: $GLU_PRUNING_DATA)")
-    p.add_argument("--out", required=True, help="run directory (store + manifest); rerun to resume")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--chat-template", action="store_true",
-                   help="format prompts with the tokenizer's chat template (instruct models; the paper used none)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot seeds (default 0)")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--report", action="store_true", help="write the report when the sweep is done")
-    def run(a):
-        suite = (a.suite if a.suite in ("quick", "paper") or ":" in a.suite
-                 else [t.strip() for t in a.suite.split(",") if t.strip()])
-        model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
-        ratios = a.ratios if a.ratios is not None else ([] if a.percents else [2.4, 2.0, 1.6])
-        df = sweep(model, tok, ratios=ratios, percents=a.percents,
-                   criteria=a.criteria, suite=suite, out=a.out, limit=a.limit, data_dir=a.data_dir,
-                   batch_size=a.batch_size, apply_chat_template=a.chat_template, seeds=a.seeds)
-        print(f"{df.attrs['evaluated']} cells evaluated, {df.attrs['reused']} reused; results in {Path(a.out) / STORE_FILE}")
-        if a.report: print(f"report: {report(a.out).resolve()}")
-        else: print(f"write the report with: glu-prune report {a.out}")
-    return run
-
-def cli_report(p):
-    "Arguments of `glu-prune report`; returns the function to run."
-    p.add_argument("run", help="a run directory written by `glu-prune sweep` (or the demo)")
-    p.add_argument("--out", help="where to write the report (default: RUN/report)")
-    p.add_argument("--no-paper", action="store_true", help="do not draw the paper's numbers next to the run")
-    p.add_argument("--no-explorer", action="store_true", help="skip the 5 MB in-browser explorer page")
-    def run(a):
-        page = report(a.run, a.out, paper=not a.no_paper, explorer=not a.no_explorer)
-        print(f"report: {page.resolve()}\n  (also report.md, figures/*.png, results.csv"
-              + ("" if a.no_explorer else ", explorer.html") + f" in {page.parent.resolve()})")
-    return run
-
-def cli_demo(p):
-    "Arguments of `glu-prune demo`; returns the function to run."
-    p.add_argument("--out", default="demo_run", help="run directory, reused by a second run (default: demo_run)")
-    p.add_argument("--budget", choices=list(DEMO_BUDGETS), default="full",
-                   help="full: 4 ratios × the quick suite, ~4 min on 2 CPU cores; small: 4 cheap tasks, ~1 min (CI)")
-    p.add_argument("--data-dir", help="offline benchmark data (default: $GLU_PRUNING_DATA)")
-    def run(a):
-        page = demo(a.out, a.budget, a.data_dir)
-        print(f"\nThe report is at {page.resolve()}\n  open it in a browser; figures, report.md and results.csv are "
-              f"next to it, and the in-browser ratio explorer is {page.parent.resolve() / 'explorer.html'}")
-    return run
+    df = results(out / STORE_FILE)
+    df = df[df.fingerprint.isin({c.get("fingerprint") for c in manifest["cells"]})].reset_index(drop=True)
+    df.attrs.update(evaluated=stats["evaluated"], reused=stats["reused"], run=str(out))
+    return df

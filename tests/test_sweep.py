@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from glu_pruning.store import Store, results
-from glu_pruning.sweep import DEMO_BUDGETS, MANIFEST_FILE, STORE_FILE, missing_cells, plan, report
+from glu_pruning.report import DEMO_BUDGETS, missing_cells, report
+from glu_pruning.sweep import MANIFEST_FILE, STORE_FILE, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,7 @@ def test_plan_baseline_first_and_dedup():
     cells = plan(576, 1536, ratios=[2.67, 2.4, 2.4001, 1.6], percents=[10], criteria=["ppm", "random"])
     assert [(c["criterion"], c["width"]) for c in cells] == [
         ("none", 1536), ("ppm", 1383), ("ppm", 922), ("random", 1383), ("random", 922)]
-    with pytest.raises(ValueError, match="must be > 0"): plan(576, 1536, ratios=[-1])
+    with pytest.raises(ValueError, match="must be above 0"): plan(576, 1536, ratios=[-1])
 
 
 SCRIPT = """
@@ -120,7 +121,10 @@ def test_report_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "report.html" in r.stdout and (tmp_path / "rep" / "report.html").exists()
     r = glu("report", tmp_path / "nothing-here")
-    assert r.returncode == 1 and "is not a sweep run directory" in r.stderr
+    assert r.returncode == 1 and "nothing-here does not exist" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = glu("report", tmp_path / "empty")
+    assert r.returncode == 1 and "is neither a sweep run directory" in r.stderr
 
 
 def test_demo_small_budget_then_rerun_reuses_the_store(data_dir, tmp_path):
@@ -154,7 +158,7 @@ def test_sweep_cli_with_the_baseline_ratio_in_the_list(data_dir, tmp_path):
 
 def test_sweep_cli_passes_chat_template_and_seeds(tmp_path, monkeypatch):
     "`--chat-template` and `--seeds` reach `evaluate` through `sweep` (instruct models want the template)."
-    import glu_pruning.sweep as sw
+    import glu_pruning.report as sw
     from glu_pruning.cli import main
     got = {}
     def fake_sweep(model, tok, **kw):
@@ -181,3 +185,80 @@ def test_calibrating_on_the_text_a_task_scores_is_flagged(data_dir, tmp_path):
         warnings.simplefilter("error", UserWarning)
         df = sweep(m, tok, out=tmp_path / "b", texts=["Some calibration text from another corpus. " * 20], **kw)
     assert set(df.criterion) == {"none", "activation"}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    "A tiny Llama folder (hidden 64, 160 neurons: 2.5x) with SmolLM2's tokenizer, so real CLI sweeps take seconds."
+    from transformers import AutoTokenizer
+    from glu_pruning.models import DEFAULT_MODEL, gguf_to_plain, resolve_alias, tiny_model
+    d = tmp_path_factory.mktemp("m") / "tiny"
+    tiny_model(vocab=49152).save_pretrained(d)
+    AutoTokenizer.from_pretrained(gguf_to_plain(resolve_alias(DEFAULT_MODEL))).save_pretrained(d)
+    return d
+
+
+def _save_many(args):
+    "Worker: save a manifest with one cell of its own, many times, into a shared folder."
+    from glu_pruning.sweep import _save_manifest
+    folder, k = args
+    for _ in range(15):
+        _save_manifest(Path(folder) / MANIFEST_FILE, dict(
+            base_fingerprint="fp", tasks=["mmlu"], criteria=["ppm"], unavailable={}, started=str(k),
+            cells=[dict(criterion="none", width=160, tasks=["mmlu"]), dict(criterion="ppm", width=100 + k, tasks=["mmlu"])]))
+    return k
+
+
+def test_manifest_merges_under_a_lock_across_processes(tmp_path):
+    "Four processes merge into one manifest at once: every cell survives, no temporary file is shared or left over."
+    import multiprocessing as mp
+    with mp.get_context("spawn").Pool(4) as pool:
+        assert sorted(pool.map(_save_many, [(str(tmp_path), k) for k in range(4)])) == [0, 1, 2, 3]
+    m = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert sorted(c["width"] for c in m["cells"]) == [100, 101, 102, 103, 160]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_FILE]   # no .tmp (nor lock) file left behind
+
+
+def test_two_sweeps_with_different_ratios_into_one_folder(tiny_dir, data_dir, tmp_path):
+    "Issue 9, case 7: two `glu-prune sweep` processes into one --out at the same time; the report covers both."
+    out = tmp_path / "run"
+    common = ["--suite", "quick:arc_challenge", "--limit", "2", "--data-dir", str(data_dir), "--out", str(out)]
+    procs = [subprocess.Popen([sys.executable, "-m", "glu_pruning.cli", "sweep", str(tiny_dir), "--ratios", r, *common],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in ("2.0", "1.0")]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert sorted(c["width"] for c in manifest["cells"]) == [64, 128, 160]   # both runs' variants, one baseline
+    assert all(c.get("fingerprint") for c in manifest["cells"])
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    r = glu("report", out, "--no-explorer")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(pd.read_csv(out / "report" / "results.csv").ratio.unique()) == [1.0, 2.0, 2.5]
+    assert "Nothing: every task was evaluated for every variant." in (out / "report" / "report.md").read_text()
+
+
+def test_sweep_says_which_ratios_it_skipped(tiny_dir, data_dir, tmp_path):
+    "Issue 9, case 8: `--ratios 9` is at or above the model's own ratio: the baseline runs and the skip is said; NaN is an error."
+    out = tmp_path / "run"
+    r = glu("sweep", tiny_dir, "--ratios", "9", "--suite", "quick:arc_challenge", "--limit", 2, "--data-dir", data_dir,
+            "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ratio 9 is at or above the model's own 2.5x: skipped" in r.stderr
+    assert [c["criterion"] for c in json.loads((out / MANIFEST_FILE).read_text())["cells"]] == ["none"]
+    r = glu("sweep", tiny_dir, "--ratios", "nan", "--out", tmp_path / "nan")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "nan" in r.stderr, r.stderr[-2000:]
+
+
+def test_report_of_a_store_written_by_eval(tiny_dir, data_dir, tmp_path):
+    "Issue 9, case 12: `glu-prune report` works on what `glu-prune eval` wrote: the folder or the store file."
+    db = tmp_path / "evals" / "results.sqlite"
+    for target in ([], ["--ratio", "2.0"]):
+        r = glu("eval", tiny_dir, *target, "--tasks", "arc_challenge", "--limit", 2, "--data-dir", data_dir, "--store", db)
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = glu("report", db.parent, "--no-explorer")
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (db.parent / "report" / "report.md").read_text()
+    assert "no sweep manifest" in md and "| arc_challenge | acc_norm |" in md
+    assert sorted(pd.read_csv(db.parent / "report" / "results.csv").ratio.unique()) == [2.0, 2.5]
+    r = glu("report", db, "--no-explorer")
+    assert r.returncode == 0 and (tmp_path / "evals" / "results-report" / "report.html").exists(), r.stderr[-2000:]
