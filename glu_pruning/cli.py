@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, one-line help)
     "prune":  ("glu_pruning.streaming",  "prune every GLU-MLP of a model to a target width and save it"),
     "demo":   ("glu_pruning.report",     "the main job on the bundled SmolLM2 (offline): sweep 4 ratios on the quick suite, then the report"),
     "eval":   ("glu_pruning.evaluation", "evaluate a model (optionally pruned) on a task suite into a result store"),
-    "data":   ("glu_pruning.evaluation", "download benchmark data into the offline layout (needs network)"),
+    "data":   ("glu_pruning.taskdata",   "download benchmark data into the offline layout (needs network), or check what can run"),
     "sweep":  ("glu_pruning.report",     "prune at several ratios (and criteria), evaluate each, store results"),
     "report": ("glu_pruning.report",     "write a self-contained report (figures, tables, CSV) from a run directory or a result store"),
     "bench":  ("glu_pruning.efficiency", "measure latency, throughput, memory and energy of a model or a run"),
