@@ -6,10 +6,10 @@ Docs: https://glu-pruning.github.io/glu_pruning/cli.html.md"""
 
 # %% ../nbs/18_cli.ipynb #52960595
 from __future__ import annotations
-import argparse, importlib, sys
+import argparse, importlib, shlex, sys
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'explain', 'main']
 
 # %% ../nbs/18_cli.ipynb #122334cc
 COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, one-line help)
@@ -24,10 +24,27 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, one-line help)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, KeyError)
 
 # %% ../nbs/18_cli.ipynb #90be8b4d
+_FOREIGN_ERRORS = {   # errors from libraries that a person fixes from the message alone: what the file is, what to do
+    "SafetensorError": "a .safetensors file is damaged or truncated; re-download or re-save the model",
+    "DatabaseError": "the result store is damaged or not a glu_pruning store; choose another --store or move it aside",
+    "OperationalError": "the result store could not be used (locked by another process, or read-only)",
+    "JSONDecodeError": "a JSON file is damaged; restore it or re-create it",
+    "DatasetGenerationError": "a data file in the offline data folder is damaged; re-download it with `glu-prune data`",
+}
+
+def explain(e: BaseException) -> str | None:
+    "One line for an error a person can act on (None for a bug, which keeps its traceback behind --debug)."
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    for cls in type(e).__mro__:
+        if cls.__name__ in _FOREIGN_ERRORS: return f"{_FOREIGN_ERRORS[cls.__name__]} ({cls.__name__}: {msg[:200]})"
+    return msg if isinstance(e, USER_ERRORS) else None
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `glu-prune`."
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug, argv = "--debug" in argv, [a for a in argv if a != "--debug"]
     top = argparse.ArgumentParser(prog="glu-prune", description="Structured width pruning of GLU-MLP layers.")
+    top.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     cmd = next((a for a in argv if not a.startswith("-")), None)
     run = None
@@ -39,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 2
     try: return int(run(args) or 0)
-    except USER_ERRORS as e:
-        print(f"glu-prune {cmd}: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        print(f"glu-prune {cmd}: interrupted; finished results are kept, run the same command again to resume.",
-              file=sys.stderr)
+        print(f"glu-prune {cmd}: interrupted. Finished work is kept; to continue, run the same command again:\n  "
+              f"{shlex.join(['glu-prune', *argv])}", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug: raise
+        line = explain(e)
+        print(f"glu-prune {cmd}: error: {line}" if line else
+              f"glu-prune {cmd}: unexpected error ({type(e).__name__}: {e}); rerun with --debug for the traceback "
+              "and please report it.", file=sys.stderr)
+        return 1
 
 # %% ../nbs/18_cli.ipynb #946de67d
 if __name__ == "__main__" and "__file__" in globals():  # `python -m glu_pruning.cli` (not when this notebook runs)

@@ -6,7 +6,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/store.html.md"""
 
 # %% ../nbs/07_store.ipynb #e4608695
 from __future__ import annotations
-import hashlib, json, math, os, sqlite3, time
+import hashlib, json, math, os, sqlite3, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +46,30 @@ def _num(x):
     return None if math.isnan(x) else x
 
 # %% ../nbs/07_store.ipynb #c6a7f2ee
+_LOCKED = ("database is locked", "database is busy", "database table is locked")
+
+def _locked(e: Exception) -> bool: return isinstance(e, sqlite3.OperationalError) and str(e).lower().startswith(_LOCKED)
+
 class Store:
     "An SQLite file of evaluation results: variants, finished cells, metrics and per-item scores."
     def __init__(self, path, # the database file (created with its folder if missing)
-                 timeout: float = 60.0, # seconds to wait for another process's write lock
+                 timeout: float = 600.0, # seconds to wait for another process's write lock (with a progress line)
                 ):
-        self.path = Path(path).expanduser()
+        self.path, self.timeout = Path(path).expanduser(), timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)  # we manage transactions
+        self.con = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)  # we manage transactions
+        try: self._wait(self._setup)
+        except sqlite3.DatabaseError as e:
+            if _locked(e): raise
+            self.con.close(); self.con = None
+            raise ValueError(f"{self.path} is not a glu_pruning result store (SQLite: {e}); choose another store "
+                             "file, or move this one aside if it is damaged.") from None
+        v = self.con.execute("SELECT value FROM info WHERE key='schema'").fetchone()
+        if v is None or v[0] != SCHEMA_VERSION:
+            raise ValueError(f"{self.path} is a result store of schema {v and v[0]!r}, this glu_pruning reads schema "
+                             f"{SCHEMA_VERSION!r}; use a new store file (or the glu_pruning version that wrote it).")
+
+    def _setup(self):
         self.con.execute("PRAGMA foreign_keys=ON")
         if self.con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self.con.execute("PRAGMA journal_mode=WAL")
@@ -63,16 +79,26 @@ class Store:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip(): c.execute(stmt)
                 c.execute("INSERT OR REPLACE INTO info VALUES('schema', ?)", (SCHEMA_VERSION,))
-        v = self.con.execute("SELECT value FROM info WHERE key='schema'").fetchone()
-        if v is None or v[0] != SCHEMA_VERSION:
-            raise ValueError(f"{self.path} is a result store of schema {v and v[0]!r}, this glu_pruning reads schema "
-                             f"{SCHEMA_VERSION!r}; use a new store file (or the glu_pruning version that wrote it).")
+
+    def _wait(self, fn):
+        "Run `fn`, waiting while another process holds the write lock: a line every few seconds, an error at `timeout`."
+        t0 = time.monotonic()
+        while True:
+            try: return fn()
+            except sqlite3.OperationalError as e:
+                waited = time.monotonic() - t0
+                if not _locked(e): raise
+                if waited >= self.timeout:
+                    raise OSError(f"{self.path} stayed locked for {waited:.0f} s: another process is writing to it. "
+                                  "Let it finish (or stop it), then run again; or use another store file.") from None
+                print(f"{self.path.name} is locked by another process; waiting ({waited:.0f} s of up to "
+                      f"{self.timeout:.0f} s)...", file=sys.stderr, flush=True)
 
     def _tx(self):
-        "A context manager for one IMMEDIATE transaction (commit on success, rollback on error)."
-        con = self.con
+        "A context manager for one IMMEDIATE transaction (commit on success, rollback on error); waits for the lock."
+        con, store = self.con, self
         class _T:
-            def __enter__(s): con.execute("BEGIN IMMEDIATE"); return con
+            def __enter__(s): store._wait(lambda: con.execute("BEGIN IMMEDIATE")); return con
             def __exit__(s, et, e, tb):
                 con.execute("COMMIT" if et is None else "ROLLBACK")
                 return False

@@ -263,19 +263,19 @@ def _write_shards(job: _Job, tmp: Path, state: dict, progress: bool) -> dict[int
     sliced = _Slicer(job, keep, {nm for f in todo for nm in ck.shards[f] if nm in roles})
     bar = tqdm(total=ck.nbytes, unit="B", unit_scale=True, desc=f"streaming to width {job.k}", disable=not progress)
     bar.update(sum(i.nbytes for f in done for i in ck.shards[f].values()))
-    for f in todo:
-        w = ShardWriter(tmp / f, job.plan[f], _st_meta(ck.metadata[f]))
-        try:
-            for nm in w.order:
-                if nm in roles: w.write(nm, sliced(*roles[nm]))
-                else: w.copy(nm, files[nm])
-                bar.update(files[nm].nbytes)
-            w.close()
-        except BaseException:
-            w.abort(); raise
-        done.append(f)
-        _save_state(tmp, dict(state, done=done, keep={i: v.tolist() for i, v in keep.items()}))
-    bar.close()
+    with bar:   # closed on an interruption too, so the message after it stands on its own line
+        for f in todo:
+            w = ShardWriter(tmp / f, job.plan[f], _st_meta(ck.metadata[f]))
+            try:
+                for nm in w.order:
+                    if nm in roles: w.write(nm, sliced(*roles[nm]))
+                    else: w.copy(nm, files[nm])
+                    bar.update(files[nm].nbytes)
+                w.close()
+            except BaseException:
+                w.abort(); raise
+            done.append(f)
+            _save_state(tmp, dict(state, done=done, keep={i: v.tolist() for i, v in keep.items()}))
     return keep
 
 def _write_rest(job: _Job, tmp: Path, src, keep: dict[int, torch.Tensor]):

