@@ -6,7 +6,7 @@ the `profile` table (prefill, decode ms/token with its IQR, tokens/s, peak memor
 counter), each variant's speedup next to the ideal (linear-FLOPs) speedup, and, per ratio, whether rounding
 the width to a multiple of 64 changed the speed beyond what its FLOPs predict.
 
-    python bench/bench_efficiency.py                       # CPU, 1 thread: ~5 min on a quiet 2-core machine
+    python bench/bench_efficiency.py --device cpu          # CPU, 1 thread: ~5 min on a quiet 2-core machine
     python bench/bench_efficiency.py --device cuda --dtype bfloat16 --new-tokens 128 --repeats 10   # a GPU
     python bench/bench_efficiency.py --widths 1343 895     # + widths one below 1344/896 (2.4x/1.6x at round_to=64):
                                                            # equal FLOPs, aligned or not
@@ -28,15 +28,16 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    from glu_pruning.models import add_model_args
+    add_model_args(p, model=None)   # --dtype and --device with the defaults and help of every glu-prune command
     p.add_argument("--idle-seconds", type=float, default=10.0)
     p.add_argument("--json", default=None, help="write the profile rows here")
     p.add_argument("--store", default=None, help="add the rows to this result store")
     a = p.parse_args(argv)
 
     import torch
-    from glu_pruning.efficiency import _variants, format_rows, profile, record_profile, width_effect
+    from glu_pruning.efficiency import _variants, check_sizes, format_rows, profile, record_profile, width_effect
+    check_sizes(a.batch_sizes, a.prompt_tokens, a.new_tokens)   # before loading the model
     from glu_pruning.models import load_model
     from glu_pruning.slicing import prune
     model, tok = load_model(a.model, dtype=a.dtype, device=a.device)

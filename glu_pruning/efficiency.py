@@ -15,12 +15,13 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .models import count_params, find_mlps, fingerprint
+from .models import add_model_args, count_params, find_mlps, fingerprint
+from .tasks import BASELINE, is_baseline
 
 # %% auto #0
 __all__ = ['EFFICIENCY_METRICS', 'fixed_prompts', 'StepClock', 'timed_generate', 'PeakMemory', 'NVMLEnergy', 'energy_meter',
-           'codecarbon_joules', 'model_stats', 'profile', 'speedups', 'width_effect', 'plot_speedup', 'record_profile',
-           'load_profile', 'cli_bench']
+           'codecarbon_joules', 'model_stats', 'profile', 'check_sizes', 'speedups', 'width_effect', 'plot_speedup',
+           'record_profile', 'load_profile', 'cli_bench']
 
 # %% ../nbs/17_efficiency.ipynb #34540d9f
 _PASSAGE = ("Width pruning removes whole neurons from the feed-forward block of every transformer layer. Each neuron "
@@ -249,6 +250,7 @@ def profile(models,                 # a model, or a dict {name: model} of varian
     if isinstance(models, nn.Module): models = {_variant_name(models): models}
     if not models: raise ValueError("no models to profile; pass a model or a dict {name: model}.")
     if repeats < 1: raise ValueError(f"repeats={repeats}: need at least one recorded run.")
+    check_sizes(batch_sizes, prompt_tokens, new_tokens)
     names = list(models)
     device = next(iter(models.values())).device
     meter, how = energy_meter(device, nvml=nvml) if energy else (None, "none: not requested")
@@ -290,6 +292,15 @@ def profile(models,                 # a model, or a dict {name: model} of varian
                    runs=[{k: v for k, v in x.items() if k != "tokens"} for x in rs])
         rows.append(row)
     return rows
+
+# %% ../nbs/17_efficiency.ipynb #chksz001
+def check_sizes(batch_sizes, prompt_tokens: int, new_tokens: int):
+    "Refuse batch sizes, prompt lengths or generation lengths that cannot be timed, before any model is loaded."
+    bad = [b for b in batch_sizes if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+    if bad or not batch_sizes:
+        raise ValueError(f"batch sizes must be whole numbers ≥ 1, got {list(batch_sizes)}; e.g. --batch-sizes 1 8")
+    if prompt_tokens < 1: raise ValueError(f"prompt_tokens={prompt_tokens}: a prompt needs at least 1 token; e.g. 64")
+    if new_tokens < 2: raise ValueError(f"new_tokens={new_tokens}: need at least 2 to time a decode step; e.g. 32")
 
 # %% ../nbs/17_efficiency.ipynb #b0b8eecf
 def speedups(rows: list[dict], # rows from `profile` (one baseline, the widest model, per batch size)
@@ -371,7 +382,7 @@ def record_profile(store, # a `glu_pruning.store.Store` or the path of a store f
     st, own = open_store(store, create=True)
     try:
         for r in rows:
-            st.add_variant(r["fingerprint"], r["base"], ratio=r["ratio"], criterion=r["criterion"] or "none",
+            st.add_variant(r["fingerprint"], r["base"], ratio=r["ratio"], criterion=r["criterion"] or BASELINE,
                            spec=r["spec"], base_fingerprint=r["base_fingerprint"], name=r["model"],
                            **{k: r.get(k) for k in _META})
             config = {k: r.get(k) for k in _CONFIG} | {"glu_pruning": __version__}
@@ -402,7 +413,7 @@ def load_profile(store, # a `Store` or the path of a store file
             ms = dict(st.con.execute("SELECT metric, value FROM metrics WHERE cell=?", (int(c.id),)).fetchall())
             row = dict(model=v.get("meta", {}).get("name", c.fingerprint), fingerprint=c.fingerprint,
                        base=v.get("model"), base_fingerprint=v.get("base_fingerprint"), ratio=v.get("ratio"),
-                       criterion=None if v.get("criterion") == "none" else v.get("criterion"), spec=v.get("spec"))
+                       criterion=None if is_baseline(v.get("criterion")) else v.get("criterion"), spec=v.get("spec"))
             row |= {k: c.config.get(k) for k in _CONFIG} | v.get("meta", {})
             row |= {m: ms.get(m) for m in EFFICIENCY_METRICS} | {m + "_iqr": ms.get(m + "_iqr") for m in EFFICIENCY_METRICS}
             rows.append(row)
@@ -445,7 +456,7 @@ def _run_variants(run: Path, dtype="auto", device=None) -> tuple:
     crits = {c["criterion"] for c in man["cells"]}
     for c in man["cells"]:
         crit = c["criterion"]
-        if crit in (None, "none", "baseline") or c.get("ratio") is None: continue
+        if is_baseline(crit) or c.get("ratio") is None: continue
         if CRITERIA[crit].needs_data:
             print(f"skipped {crit} at {c['ratio']}x: it needs calibration text; bench its saved model instead."); continue
         spec = c.get("spec") or {"ratio": c["ratio"], **({"round_to": man["round_to"]} if man.get("round_to") else {})}
@@ -490,8 +501,7 @@ def cli_bench(p):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (the checkpoint's)")
+    add_model_args(p, model=None)   # --dtype and --device: one default and help text for every command
     p.add_argument("--idle-seconds", type=float, default=5.0, help="idle-power measurement before the runs (GPU)")
     p.add_argument("--no-energy", action="store_true", help="do not read the GPU energy counter")
     p.add_argument("--store", default=None, help="add the rows to this result store (cells of the task `efficiency`)")
@@ -499,6 +509,7 @@ def cli_bench(p):
     def run(a):
         import json
         from glu_pruning.models import load_model
+        check_sizes(a.batch_sizes, a.prompt_tokens, a.new_tokens)   # before minutes of loading and pruning
         run_dir = Path(a.model)
         if (run_dir / "sweep.json").exists():
             model, tok, variants = _run_variants(run_dir, a.dtype, a.device)

@@ -13,48 +13,198 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['explorer_figure', 'show_figure', 'save_explorer', 'explorer', 'held_out_text', 'perplexity', 'LivePanel']
+__all__ = ['explorer_figure', 'show_figure', 'save_explorer', 'ExplorerPanel', 'explorer', 'held_out_text', 'perplexity',
+           'LivePanel']
 
 # %% ../nbs/15_explorer.ipynb #0f0ae126
 from .plots import GROUP_COLORS, normalise, only_headline, paper_results, plot_dichotomy
-from .tasks import HEADLINE, LOWER_IS_BETTER, TASK_GROUPS
+from .tasks import BASELINE, HEADLINE, LOWER_IS_BETTER, TASK_GROUPS, is_baseline
 
 # %% ../nbs/15_explorer.ipynb #0235dda0
 _CRITERION_NAMES = {"ppm": "PPM", "random": "random", "l1": "L1 norm", "l2": "L2 norm", "vow": "VOW", "pon": "PON",
                     "activation": "activation", "wanda": "Wanda", "ppm_x_activation": "PPM × activation"}
 _GROUP_NAMES = {"all": "all tasks", "fragile": "fragile tasks", "robust": "robust tasks"}
 
+def _mark_baseline(d: pd.DataFrame) -> pd.DataFrame:
+    "`criterion` as given (missing = `BASELINE`); a table with no such column: each run's largest ratio is the baseline."
+    if "criterion" in d: return d.assign(criterion=d.criterion.where(~d.criterion.map(is_baseline), BASELINE))
+    top = d.groupby(["source", "model"]).ratio.transform("max")
+    return d.assign(criterion=np.where(np.isclose(d.ratio, top), BASELINE, "ppm"))
+
 def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool) -> pd.DataFrame:
+    "Headline rows of your runs and the paper's, normalised to their baselines, in menu order (yours first)."
     frames = []
-    if df is not None:
-        d = df.copy()
-        if "source" not in d: d["source"] = "yours"
-        frames.append(d)
+    if df is not None: frames.append(df.assign(source=df.source if "source" in df else "yours"))
     if paper is not False: frames.append(paper_results(None if paper is True else paper))
     if not frames: raise ValueError("nothing to show: pass a results table `df`, or keep `paper=True`")
     d = only_headline(pd.concat(frames, ignore_index=True))
-    d["source"] = d.source.fillna("yours")
-    d["criterion"] = d.criterion.fillna("ppm") if "criterion" in d else "ppm"
+    d = _mark_baseline(d.assign(source=d.source.fillna("yours")))
     d["group"] = d.get("group", pd.Series(index=d.index, dtype=object)).fillna(d.task.map(TASK_GROUPS))
     d = d[d.group.notna()]
     if not perplexity: d = d[~d.metric.isin(LOWER_IS_BETTER)]
     if d.empty: raise ValueError("no rows with a known task group left to show; expected lm-eval tasks such as "
                                  f"{sorted(TASK_GROUPS)[:4]}…")
-    n = normalise(d)   # per source and model: percent of the row at the largest ratio, the unpruned baseline
-    n["is_base"] = np.isclose(n.ratio, n.base_ratio)
+    n = normalise(d)   # per source and model: percent of the unpruned baseline
+    n["is_base"] = n.criterion.map(is_baseline)
     runs = {k: i for i, k in enumerate(dict.fromkeys(zip(n.source, n.model)))}   # yours first, in your order
     n["run"] = [runs[k] for k in zip(n.source, n.model)]
     order = {t: i for i, t in enumerate(HEADLINE)}
     return n.sort_values(["run", "group", "task"], key=lambda s: s.map(order) if s.name == "task" else s)
 
 def _criteria(m: pd.DataFrame) -> list[str]:
-    "The pruning criteria of one model's rows, PPM first (the baseline's 'none' is not one)."
-    cs = sorted(set(m[~m.is_base].criterion) - {"none"}, key=lambda c: (c != "ppm", c))
+    "The pruning criteria of one model's rows, PPM first (the baseline is not one)."
+    cs = sorted(set(m[~m.is_base].criterion), key=lambda c: (c != "ppm", c))
     return cs or ["ppm"]
 
 def _label(model: str, source) -> str:
     short = model.split("/")[-1]
     return short if source is None or pd.isna(source) or source == "yours" else f"{short} ({source})"
+
+# %% ../nbs/15_explorer.ipynb #figparts
+_MENUS = ("model", "tasks", "criterion")   # the figure's menus, left to right; each rewrites the ones to its right
+
+def _menu(name: str, prop: str) -> str:
+    "Plotly's layout path of a property of the menu called `name` (plotly addresses layout lists by position)."
+    return f"updatemenus[{_MENUS.index(name)}].{prop}"
+
+class _Traces:
+    "The figure's traces, each tagged with the view it belongs to: (model, criterion, group); None matches any view."
+    def __init__(self, fig): self.fig, self.tags = fig, []
+
+    def add(self, trace, model: int, criterion: str | None, group: str | None, col: int) -> int:
+        trace.meta = dict(model=model, criterion=criterion, group=group)   # tests and captions read it too
+        self.fig.add_trace(trace, row=1, col=col)
+        self.tags.append((model, criterion, group))
+        return len(self.fig.data) - 1
+
+    def visible(self, model: int, group: str, criterion: str) -> list[bool]:
+        "Which traces a view shows: the model's, of the criterion (or of none), of the group (or every group)."
+        return [m == model and c in (criterion, None) and (group == "all" or g in (group, None)) for m, c, g in self.tags]
+
+def _bars_at(mc: pd.DataFrame, ratio: float, tasks: list[str]) -> tuple[list, list, list]:
+    "Bar lengths, labels and label positions of `tasks` at one ratio; a missing cell or a zero baseline says so."
+    a = mc[np.isclose(mc.ratio, ratio)].set_index("task").reindex(tasks)
+    text = [("missing" if pd.isna(v) else f"no % of a baseline of 0 (now {v:.3g})" if pd.isna(p)
+             else f"{p:.0f} % ({v:.3g})") for p, v in zip(a.pct, a.value)]
+    pos = ["outside" if pd.isna(p) else "auto" for p in a.pct]   # an empty bar shows its text beside it
+    return a.pct.fillna(0).round(2).tolist(), text, pos
+
+def _opening(ratios: list[float]) -> int:
+    "Index of the ratio a slider opens at: the pruned ratio nearest 2.4x."
+    pruned = [r for r in ratios if r < ratios[0]] or ratios
+    return ratios.index(min(pruned, key=lambda r: abs(r - 2.4)))
+
+def _add_curves(traces: _Traces, i: int, crit: str, mc: pd.DataFrame, groups: list[str], visible: bool):
+    "Left panel: a thin % -of-baseline line per task and a thick one per task-group mean."
+    import plotly.graph_objects as go
+    for (grp, task), t in mc.groupby(["group", "task"], sort=False):
+        t = t.sort_values("ratio")
+        traces.add(go.Scatter(x=t.ratio, y=t.pct, mode="lines+markers", name=task, legendgroup=grp,
+                              line=dict(color=GROUP_COLORS[grp], width=1.3), marker=dict(size=4), opacity=0.55,
+                              visible=visible, showlegend=False,
+                              hovertemplate=f"{task}<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, crit, grp, 1)
+    for grp in groups:
+        gm = mc[mc.group == grp].groupby("ratio").pct.mean().sort_index()
+        traces.add(go.Scatter(x=gm.index, y=gm.values, mode="lines", name=f"{grp} tasks (mean)", legendgroup=grp,
+                              line=dict(color=GROUP_COLORS[grp], width=4), visible=visible,
+                              hovertemplate=f"{grp} mean<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, crit, grp, 1)
+
+def _slider_steps(ratios: list[float], bars: list[tuple], marker: int) -> list[dict]:
+    "One step per ratio: it rewrites the model's bars (lengths, labels) and moves its ratio marker."
+    steps = []
+    for r in ratios:
+        upd = [_bars_at(mc, r, tl) for _, mc, tl in bars]
+        steps.append(dict(method="update", label=f"{r:.3g}x", args=[
+            {"x": [u[0] for u in upd] + [[r, r]], "text": [u[1] for u in upd] + [["", ""]],
+             "textposition": [u[2] for u in upd] + [["top center"] * 2]}, {}, [k for k, _, _ in bars] + [marker]]))
+    return steps
+
+# %% ../nbs/15_explorer.ipynb #figmodel
+def _add_model(traces: _Traces, i: int, m: pd.DataFrame, label: str) -> dict:
+    "Every trace of one model (its marker, then per criterion its curves and bars); what its menus and slider need."
+    import plotly.graph_objects as go
+    crits, groups = _criteria(m), [g for g in ("fragile", "robust") if g in set(m.group)]
+    tasks = {g: list(dict.fromkeys(m[m.group == g].task)) for g in groups}
+    ratios = sorted(m.ratio.unique(), reverse=True)
+    start, lo, hi = _opening(ratios), np.nanmin(m.pct), np.nanmax(m.pct)
+    marker = traces.add(go.Scatter(x=[ratios[start]] * 2, y=[min(lo, 100) - 5, max(hi, 100) + 5], mode="lines",
+                                   line=dict(color="#333", dash="dot", width=1.5), hoverinfo="skip", showlegend=False,
+                                   name="chosen ratio", visible=i == 0), i, None, None, 1)
+    bars = []   # (trace index, rows of its criterion, its tasks)
+    for c in crits:
+        mc, shown = m[(m.criterion == c) | m.is_base], i == 0 and c == crits[0]
+        _add_curves(traces, i, c, mc, groups, shown)
+        for grp in groups:
+            x0, t0, p0 = _bars_at(mc, ratios[start], tasks[grp])
+            k = traces.add(go.Bar(x=x0, y=tasks[grp], orientation="h", text=t0, textposition=p0, showlegend=False,
+                                  cliponaxis=False, marker_color=GROUP_COLORS[grp], name=f"{grp} at ratio", visible=shown,
+                                  hovertemplate="%{y}: %{x:.1f} % of baseline<extra></extra>"), i, c, grp, 2)
+            bars.append((k, mc, tasks[grp]))
+    return dict(label=label, crits=crits, groups=["all"] + groups, tasks=tasks, start=start, marker=marker,
+                steps=_slider_steps(ratios, bars, marker), bars=[k for k, _, _ in bars],
+                xrange=[ratios[0] + 0.1, ratios[-1] - 0.1], x2range=[0, max(hi * 1.15, 125)])
+
+# %% ../nbs/15_explorer.ipynb #figmenus
+class _Menus:
+    "The buttons of the model, tasks and criterion menus. A button carries the menus to its right, for its choice."
+    def __init__(self, models: list[dict], traces: _Traces): self.models, self.traces = models, traces
+
+    def rows(self, i: int, grp: str) -> dict:
+        "Bar panel layout: its task rows top to bottom, and room for at least 8 rows so bars keep a size."
+        v = self.models[i]
+        c = [t for g in v["groups"][1:] if grp in ("all", g) for t in v["tasks"][g]][::-1]
+        return {"yaxis2.categoryarray": c, "yaxis2.range": [len(c) - 0.5 - max(len(c), 8), len(c) - 0.5]}
+
+    def criterion(self, i: int, grp: str) -> list[dict]:
+        return [dict(method="update", label=_CRITERION_NAMES.get(c, c),
+                     args=[{"visible": self.traces.visible(i, grp, c)}, {}]) for c in self.models[i]["crits"]]
+
+    def tasks(self, i: int) -> list[dict]:
+        c0 = self.models[i]["crits"][0]
+        return [dict(method="update", label=_GROUP_NAMES[g], args=[{"visible": self.traces.visible(i, g, c0)}, {
+                    **self.rows(i, g), _menu("criterion", "buttons"): self.criterion(i, g),
+                    _menu("criterion", "active"): 0}]) for g in self.models[i]["groups"]]
+
+    def model(self) -> list[dict]:
+        return [dict(method="update", label=v["label"], args=[{"visible": self.traces.visible(i, "all", v["crits"][0])}, {
+                    "xaxis.range": v["xrange"], "xaxis2.range": v["x2range"], **self.rows(i, "all"),
+                    **{f"sliders[{j}].visible": j == i for j in range(len(self.models))},
+                    _menu("tasks", "buttons"): self.tasks(i), _menu("tasks", "active"): 0,
+                    _menu("criterion", "buttons"): self.criterion(i, "all"), _menu("criterion", "active"): 0}])
+                for i, v in enumerate(self.models)]
+
+# %% ../nbs/15_explorer.ipynb #figlayou
+_MENU_X = {"model": 0.065, "tasks": 0.5, "criterion": 0.76}   # left edges, in figure fractions
+
+def _lay_out(fig, models: list[dict], menus: _Menus, height: int):
+    "Sliders, the three menus with their labels, reference lines at 100 %, axes, and the figure's meta."
+    top, bottom = 150, 110   # margins in pixels: a row of menus, a row of legend, then the panel titles
+    h = height - top - bottom
+    y_menu, y_legend = 1 + (top - 12) / h, 1 + (top - 62) / h   # in plot-area fractions, from pixels below the top
+    sliders = [dict(active=v["start"], steps=v["steps"], visible=i == 0, x=0.0, len=1.0, y=-0.08, pad=dict(t=30),
+                    currentvalue=dict(prefix=f"{v['label']} · expansion ratio: ", font=dict(size=14)))
+               for i, v in enumerate(models)]
+    style = dict(direction="down", y=y_menu, yanchor="top", showactive=True, active=0, xanchor="left",
+                 pad=dict(t=0, b=0), bgcolor="#f7f7f9")
+    buttons = {"model": menus.model(), "tasks": menus.tasks(0), "criterion": menus.criterion(0, "all")}
+    labels = [dict(text=f"<b>{name}</b>", x=_MENU_X[name] - 0.005, y=y_menu - 0.01, xref="paper", yref="paper",
+                   xanchor="right", yanchor="top", showarrow=False, font=dict(size=13)) for name in _MENUS]
+    ref = [dict(type="line", xref="x domain", yref="y", x0=0, x1=1, y0=100, y1=100, line=dict(color="#888", width=1)),
+           dict(type="line", xref="x2", yref="y2 domain", x0=100, x1=100, y0=0, y1=1, line=dict(color="#888", width=1))]
+    fig.update_layout(height=height, sliders=sliders, shapes=ref, template="plotly_white",
+                      updatemenus=[dict(style, name=name, buttons=buttons[name], x=_MENU_X[name]) for name in _MENUS],
+                      margin=dict(t=top, b=bottom, l=60, r=20),
+                      legend=dict(orientation="h", x=0.0, xanchor="left", y=y_legend, yanchor="top"))
+    fig.layout.annotations = tuple(fig.layout.annotations) + tuple(labels)
+    fig.update_xaxes(title_text="expansion ratio (intermediate / hidden)", range=models[0]["xrange"], row=1, col=1)
+    fig.update_yaxes(title_text="% of unpruned score", row=1, col=1)
+    fig.update_xaxes(title_text="% of unpruned score", range=models[0]["x2range"], row=1, col=2)
+    rows = menus.rows(0, "all")
+    fig.update_yaxes(categoryorder="array", categoryarray=rows["yaxis2.categoryarray"], range=rows["yaxis2.range"],
+                     row=1, col=2)
+    fig.update_layout(meta=dict(models=[v["label"] for v in models], criteria=[v["crits"] for v in models],
+                                groups=[v["groups"] for v in models], bars=[v["bars"] for v in models],
+                                markers=[v["marker"] for v in models]))   # for tests and captions
 
 # %% ../nbs/15_explorer.ipynb #bd4f52d0
 def explorer_figure(df: pd.DataFrame | None = None, # your tidy results (a `source` column tells runs apart), or None
@@ -63,119 +213,14 @@ def explorer_figure(df: pd.DataFrame | None = None, # your tidy results (a `sour
                     height: int = 640,          # figure height in pixels
                    ):
     "A plotly figure with a ratio slider and model, task-group and criterion menus: per-task % of baseline, curves and bars."
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     n = _explorer_table(df, paper, perplexity)
-    models = list(dict.fromkeys(zip(n.source, n.model)))
-    top, bottom = 150, 110   # margins in pixels: a row of menus, a row of legend, then the panel titles
     fig = make_subplots(rows=1, cols=2, column_widths=[0.56, 0.44], horizontal_spacing=0.16,
                         subplot_titles=("% of unpruned score along the ratios", "at the chosen ratio"))
-    tag = []   # (model, criterion, group) of every trace; None matches any (the ratio marker)
-    def add(trace, i, crit, grp, col):
-        trace.meta = dict(model=i, criterion=crit, group=grp)   # which view it belongs to (tests read it too)
-        fig.add_trace(trace, row=1, col=col); tag.append((i, crit, grp))
-        return len(fig.data) - 1
-    info = []
-    for i, (src, model) in enumerate(models):
-        m = n[(n.source == src) & (n.model == model)]
-        crits, groups = _criteria(m), [g for g in ("fragile", "robust") if g in set(m.group)]
-        tasks = {g: list(dict.fromkeys(m[m.group == g].task)) for g in groups}
-        ratios = sorted(m.ratio.unique(), reverse=True)
-        pruned = [r for r in ratios if r < ratios[0]] or ratios
-        start = ratios.index(min(pruned, key=lambda r: abs(r - 2.4)))
-        first = i == 0
-        lo, hi = np.nanmin(m.pct), np.nanmax(m.pct)
-        marker = add(go.Scatter(x=[ratios[start]] * 2, y=[min(lo, 100) - 5, max(hi, 100) + 5], mode="lines",
-                                line=dict(color="#333", dash="dot", width=1.5), hoverinfo="skip", showlegend=False,
-                                name="chosen ratio", visible=first), i, None, None, 1)
-        bars = []   # (trace index, criterion, group)
-        def at(r, mc, tl):
-            a = mc[np.isclose(mc.ratio, r)].set_index("task").reindex(tl)
-            text = [("missing" if pd.isna(v) else f"no % of a baseline of 0 (now {v:.3g})" if pd.isna(p)
-                     else f"{p:.0f} % ({v:.3g})") for p, v in zip(a.pct, a.value)]
-            pos = ["outside" if pd.isna(p) else "auto" for p in a.pct]   # an empty bar shows its text beside it
-            return a.pct.fillna(0).round(2).tolist(), text, pos
-        for c in crits:
-            mc = m[(m.criterion == c) | m.is_base]
-            vis = first and c == crits[0]
-            for (grp, task), t in mc.groupby(["group", "task"], sort=False):
-                t = t.sort_values("ratio")
-                add(go.Scatter(x=t.ratio, y=t.pct, mode="lines+markers", name=task, legendgroup=grp,
-                               line=dict(color=GROUP_COLORS[grp], width=1.3), marker=dict(size=4), opacity=0.55,
-                               visible=vis, showlegend=False,
-                               hovertemplate=f"{task}<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, c, grp, 1)
-            for grp in groups:
-                gm = mc[mc.group == grp].groupby("ratio").pct.mean().sort_index()
-                add(go.Scatter(x=gm.index, y=gm.values, mode="lines", name=f"{grp} tasks (mean)", legendgroup=grp,
-                               line=dict(color=GROUP_COLORS[grp], width=4), visible=vis,
-                               hovertemplate=f"{grp} mean<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, c, grp, 1)
-            for grp in groups:
-                x0, t0, p0 = at(ratios[start], mc, tasks[grp])
-                k = add(go.Bar(x=x0, y=tasks[grp], orientation="h", text=t0, textposition=p0, showlegend=False,
-                               cliponaxis=False, marker_color=GROUP_COLORS[grp], name=f"{grp} at ratio", visible=vis,
-                               hovertemplate="%{y}: %{x:.1f} % of baseline<extra></extra>"), i, c, grp, 2)
-                bars.append((k, mc, tasks[grp]))
-        steps = []
-        for r in ratios:
-            upd = [at(r, mc, tl) for _, mc, tl in bars]
-            steps.append(dict(method="update", label=f"{r:.3g}x", args=[
-                {"x": [u[0] for u in upd] + [[r, r]], "text": [u[1] for u in upd] + [["", ""]],
-                 "textposition": [u[2] for u in upd] + [["top center"] * 2]}, {}, [k for k, _, _ in bars] + [marker]]))
-        info.append(dict(label=_label(model, src), crits=crits, groups=["all"] + groups, tasks=tasks, steps=steps,
-                         start=start, bars=[k for k, _, _ in bars], marker=marker,
-                         xrange=[ratios[0] + 0.1, ratios[-1] - 0.1], x2range=[0, max(hi * 1.15, 125)]))
-
-    def visible(i, grp, crit):
-        return [t[0] == i and t[1] in (crit, None) and t[2] in ((grp, None) if grp != "all" else (t[2],))
-                for t in tag]
-    def cats(i, grp):   # bar rows top to bottom
-        v = info[i]
-        return [t for g in v["groups"][1:] if grp in ("all", g) for t in v["tasks"][g]][::-1]
-    def crit_buttons(i, grp):
-        return [dict(method="update", label=_CRITERION_NAMES.get(c, c), args=[{"visible": visible(i, grp, c)}, {}])
-                for c in info[i]["crits"]]
-    def group_buttons(i):
-        c0 = info[i]["crits"][0]
-        return [dict(method="update", label=_GROUP_NAMES[g], args=[{"visible": visible(i, g, c0)}, {
-                    **rows(i, g), "updatemenus[2].buttons": crit_buttons(i, g),
-                    "updatemenus[2].active": 0}]) for g in info[i]["groups"]]
-    def rows(i, grp):   # the bar panel: categories top to bottom, and room for at least 8 rows so bars keep a size
-        c = cats(i, grp)
-        return {"yaxis2.categoryarray": c, "yaxis2.range": [len(c) - 0.5 - max(len(c), 8), len(c) - 0.5]}
-    def model_layout(i):
-        v = info[i]
-        return {"xaxis.range": v["xrange"], "xaxis2.range": v["x2range"], **rows(i, "all"),
-                **{f"sliders[{j}].visible": j == i for j in range(len(info))}}
-    model_buttons = [dict(method="update", label=v["label"], args=[{"visible": visible(i, "all", v["crits"][0])}, {
-                        **model_layout(i), "updatemenus[1].buttons": group_buttons(i), "updatemenus[1].active": 0,
-                        "updatemenus[2].buttons": crit_buttons(i, "all"), "updatemenus[2].active": 0}])
-                     for i, v in enumerate(info)]
-    sliders = [dict(active=v["start"], steps=v["steps"], visible=i == 0, x=0.0, len=1.0, y=-0.08, pad=dict(t=30),
-                    currentvalue=dict(prefix=f"{v['label']} · expansion ratio: ", font=dict(size=14)))
-               for i, v in enumerate(info)]
-    h = height - top - bottom
-    y_menu, y_legend = 1 + (top - 12) / h, 1 + (top - 62) / h   # in plot-area fractions, from pixels below the top
-    menu = dict(direction="down", y=y_menu, yanchor="top", showactive=True, active=0, xanchor="left",
-                pad=dict(t=0, b=0), bgcolor="#f7f7f9")
-    menus = [dict(menu, buttons=model_buttons, x=0.065), dict(menu, buttons=group_buttons(0), x=0.5),
-             dict(menu, buttons=crit_buttons(0, "all"), x=0.76)]
-    labels = [dict(text=f"<b>{t}</b>", x=x, y=y_menu - 0.01, xref="paper", yref="paper", xanchor="right",
-                   yanchor="top", showarrow=False, font=dict(size=13))
-              for t, x in (("model", 0.06), ("tasks", 0.495), ("criterion", 0.755))]
-    ref = [dict(type="line", xref="x domain", yref="y", x0=0, x1=1, y0=100, y1=100, line=dict(color="#888", width=1)),
-           dict(type="line", xref="x2", yref="y2 domain", x0=100, x1=100, y0=0, y1=1, line=dict(color="#888", width=1))]
-    fig.update_layout(height=height, sliders=sliders, updatemenus=menus, shapes=ref, template="plotly_white",
-                      margin=dict(t=top, b=bottom, l=60, r=20),
-                      legend=dict(orientation="h", x=0.0, xanchor="left", y=y_legend, yanchor="top"))
-    fig.layout.annotations = tuple(fig.layout.annotations) + tuple(labels)
-    fig.update_xaxes(title_text="expansion ratio (intermediate / hidden)", range=info[0]["xrange"], row=1, col=1)
-    fig.update_yaxes(title_text="% of unpruned score", row=1, col=1)
-    fig.update_xaxes(title_text="% of unpruned score", range=info[0]["x2range"], row=1, col=2)
-    fig.update_yaxes(categoryorder="array", categoryarray=cats(0, "all"), range=rows(0, "all")["yaxis2.range"],
-                     row=1, col=2)
-    fig.update_layout(meta=dict(models=[v["label"] for v in info], criteria=[v["crits"] for v in info],
-                                groups=[v["groups"] for v in info], bars=[v["bars"] for v in info],
-                                markers=[v["marker"] for v in info]))   # for tests and captions
+    traces = _Traces(fig)
+    models = [_add_model(traces, i, n[(n.source == src) & (n.model == model)], _label(model, src))
+              for i, (src, model) in enumerate(dict.fromkeys(zip(n.source, n.model)))]
+    _lay_out(fig, models, _Menus(models, traces), height)
     return fig
 
 # %% ../nbs/15_explorer.ipynb #17a48d99
@@ -211,10 +256,10 @@ def _fig_png(fig) -> bytes:
 
 # %% ../nbs/15_explorer.ipynb #9a034c52
 def _select(d: pd.DataFrame, model: str, criterion: str | None) -> pd.DataFrame:
-    "Rows of one model pruned with `criterion`, plus its unpruned baseline (the row at the largest ratio)."
+    "Rows of one model pruned with `criterion`, plus its unpruned baseline."
     m = d[d.model == model]
     if criterion and "criterion" in m:
-        m = m[(m.criterion == criterion) | np.isclose(m.ratio, m.ratio.max())]
+        m = m[(m.criterion == criterion) | m.criterion.map(is_baseline)]
     return m
 
 def _table_html(n: pd.DataFrame, ratio: float, group: str) -> str:
@@ -234,88 +279,94 @@ def _table_html(n: pd.DataFrame, ratio: float, group: str) -> str:
     return ("<table><thead><tr><th>group</th><th>task</th><th>metric</th><th>value</th><th>baseline</th>"
             f"<th>% of baseline</th></tr></thead><tbody>{''.join(rows)}</tbody></table><p>{foot}</p>")
 
+def _panel_table(source, paper: bool) -> pd.DataFrame:
+    "Headline rows of `source` (and the paper's), with task groups and the baseline marked."
+    mine = _as_table(source)
+    if not mine.empty and "source" not in mine: mine["source"] = "yours"
+    frames = [f for f in (mine, paper_results() if paper else None) if f is not None and not f.empty]
+    if not frames: raise ValueError("nothing to explore: pass a results table or store, or keep `paper=True`")
+    d = _mark_baseline(only_headline(pd.concat(frames, ignore_index=True)).assign(source=lambda x: x.source.fillna("yours")))
+    d["group"] = d.get("group", pd.Series(index=d.index, dtype=object)).fillna(d.task.map(TASK_GROUPS))
+    return d[d.group.notna()]
+
 # %% ../nbs/15_explorer.ipynb #5681de70
+class ExplorerPanel:
+    "The ipywidgets panel of `explorer`: its data, its controls and outputs, and one redraw per user change."
+    def __init__(self, d: pd.DataFrame, live=None, prompt: str = "", max_new_tokens: int = 40):
+        import ipywidgets as W
+        self.d, self._quiet = d, False   # `_quiet`: options being reset fire `value` events; redraw once, at the end
+        self.model = W.Dropdown(options=[(_label(m, d[d.model == m].source.iloc[0]), m) for m in dict.fromkeys(d.model)],
+                                description="model")
+        self.criterion = W.Dropdown(description="criterion")
+        self.group = W.ToggleButtons(options=["all", "fragile", "robust"], value="all", description="tasks")
+        self.ratio = W.SelectionSlider(options=[("–", 0.0)], description="ratio", continuous_update=False,
+                                       layout=W.Layout(width="480px"))
+        self.table, self.status = W.HTML(), W.HTML()
+        self.figure = W.Image(format="png", layout=W.Layout(max_width="900px"))
+        self.live = LivePanel(live, prompt=prompt, max_new_tokens=max_new_tokens) if live is not None else None
+        self.box = W.VBox([W.HBox([self.model, self.criterion]), self.group, self.ratio, self.status,
+                           W.HBox([self.figure]), self.table] + ([self.live.widget] if self.live else []))
+        self.model.observe(self.on_model, "value")
+        self.criterion.observe(self.on_criterion, "value")
+        self.group.observe(self.refresh, "value")
+        self.ratio.observe(self.refresh, "value")
+        self.on_model()
+
+    def _repr_mimebundle_(self, **kw): return self.box._repr_mimebundle_(**kw)   # shows as its widgets
+
+    def on_model(self, _=None):
+        "A new model: its criteria (PPM first choice), then its ratios."
+        self._quiet = True
+        m = self.d[self.d.model == self.model.value]
+        crits = sorted(c for c in m[~m.criterion.map(is_baseline)].criterion.unique()) or ["ppm"]
+        self.criterion.options = crits
+        self.criterion.value = "ppm" if "ppm" in crits else crits[0]
+        self.on_criterion()
+
+    def on_criterion(self, _=None):
+        "A new criterion: its ratios, keeping the slider near where it was (2.4x at first)."
+        self._quiet = True
+        ratios = sorted(_select(self.d, self.model.value, self.criterion.value).ratio.unique(), reverse=True)
+        old = self.ratio.value
+        self.ratio.options = [(f"{r:.3g}x", round(float(r), 2)) for r in ratios]   # 1.6007 (922/576) reads 1.6
+        self.ratio.value = min((v for _, v in self.ratio.options), key=lambda r: abs(r - (old if old else 2.4)))
+        self._quiet = False
+        self.refresh()
+
+    def current(self) -> pd.DataFrame:
+        return normalise(_select(self.d, self.model.value, self.criterion.value))
+
+    def refresh(self, _=None):
+        "Redraw the figure, the table and the status line for the chosen model, criterion, group and ratio."
+        if self._quiet: return
+        n, r, grp = self.current(), self.ratio.value, self.group.value
+        self.table.value = _table_html(n, r, grp)
+        sub = n if grp == "all" else n[n.group == grp]
+        fig = plot_dichotomy(sub.drop(columns=["pct", "pct_se", "base", "base_ratio"]), paper=False, height=4.5)
+        fig.axes[0].axvline(r, color="#333", ls=":", lw=1.5)
+        fig.axes[0].set_title(f"{_label(self.model.value, sub.source.iloc[0])} · {self.criterion.value} · at {r:.3g}x")
+        self.figure.value = _fig_png(fig)
+        missing = sorted(set(n.task) - set(n[np.isclose(n.ratio, r, atol=5e-3)].task))
+        self.status.value = (f"<small>{len(set(n.task))} tasks; " + (f"<b>missing at {r:.3g}x:</b> {', '.join(missing)}"
+                             if missing else "all present") + "</small>")
+        if self.live is not None: self.live.update(r)
+
+    def snapshot(self):
+        "The panel's current figure, status and table as static HTML (what a docs page can show)."
+        from IPython.display import HTML
+        img = base64.b64encode(self.figure.value).decode()
+        live_html = self.live.out.value if self.live is not None else ""
+        return HTML(f"<div><img src='data:image/png;base64,{img}' style='max-width:100%'/>{self.status.value}"
+                    f"{self.table.value}{live_html}</div>")
+
 def explorer(source=None,          # a tidy results table, a `Store`, or a path to a store file; None: paper only
              paper: bool = True,   # also offer the paper's two models
              live=None,            # a (model, tokenizer) pair, or a model name, for the live panel; None: no live panel
              prompt: str = "Give three tips for staying healthy.", # the live panel's first prompt
              max_new_tokens: int = 40, # length of the live generations
-            ):
+            ) -> ExplorerPanel:
     "An ipywidgets panel: model, criterion and task-group selectors and a ratio slider over stored results."
-    import ipywidgets as W
-    mine = _as_table(source)
-    if not mine.empty and "source" not in mine: mine["source"] = "yours"
-    frames = [f for f in (mine, paper_results() if paper else None) if f is not None and not f.empty]
-    if not frames: raise ValueError("nothing to explore: pass a results table or store, or keep `paper=True`")
-    d = only_headline(pd.concat(frames, ignore_index=True))
-    d["group"] = d.get("group", pd.Series(index=d.index, dtype=object)).fillna(d.task.map(TASK_GROUPS))
-    d = d[d.group.notna()]
-    if "criterion" not in d: d["criterion"] = "ppm"
-    models = list(dict.fromkeys(d.model))
-    model_w = W.Dropdown(options=[(_label(m, d[d.model == m].source.iloc[0]), m) for m in models], description="model")
-    crit_w = W.Dropdown(description="criterion")
-    group_w = W.ToggleButtons(options=["all", "fragile", "robust"], value="all", description="tasks")
-    ratio_w = W.SelectionSlider(options=[("–", 0.0)], description="ratio", continuous_update=False,
-                                layout=W.Layout(width="480px"))
-    table_w, fig_w, status = W.HTML(), W.Image(format="png", layout=W.Layout(max_width="900px")), W.HTML()
-    box = W.VBox([W.HBox([model_w, crit_w]), group_w, ratio_w, status, W.HBox([fig_w]), table_w])
-    box.model, box.criterion, box.group, box.ratio, box.table, box.figure, box.status = \
-        model_w, crit_w, group_w, ratio_w, table_w, fig_w, status
-    busy = {"on": False}   # options changes fire `value` events; refresh once, at the end
-
-    def current() -> pd.DataFrame:
-        return normalise(_select(d, model_w.value, crit_w.value))
-
-    def on_model(_=None):
-        busy["on"] = True
-        m = d[d.model == model_w.value]
-        base = m.ratio.max()
-        crits = sorted(c for c in m[~np.isclose(m.ratio, base)].criterion.dropna().unique() if c != "none") or ["ppm"]
-        crit_w.options = crits
-        crit_w.value = "ppm" if "ppm" in crits else crits[0]
-        on_criterion()
-
-    def on_criterion(_=None):
-        busy["on"] = True
-        ratios = sorted(_select(d, model_w.value, crit_w.value).ratio.unique(), reverse=True)
-        old = ratio_w.value
-        ratio_w.options = [(f"{r:.3g}x", round(float(r), 2)) for r in ratios]   # 1.6007 (922/576) reads 1.6
-        ratio_w.value = min((v for _, v in ratio_w.options), key=lambda r: abs(r - (old if old else 2.4)))
-        busy["on"] = False
-        refresh()
-
-    def refresh(_=None):
-        if busy["on"]: return
-        n, r = current(), ratio_w.value
-        table_w.value = _table_html(n, r, group_w.value)
-        sub = n if group_w.value == "all" else n[n.group == group_w.value]
-        fig = plot_dichotomy(sub.drop(columns=["pct", "pct_se", "base", "base_ratio"]), paper=False, height=4.5)
-        fig.axes[0].axvline(r, color="#333", ls=":", lw=1.5)
-        fig.axes[0].set_title(f"{_label(model_w.value, sub.source.iloc[0])} · {crit_w.value} · at {r:.3g}x")
-        fig_w.value = _fig_png(fig)
-        missing = sorted(set(n.task) - set(n[np.isclose(n.ratio, r, atol=5e-3)].task))
-        status.value = (f"<small>{len(set(n.task))} tasks; " + (f"<b>missing at {r:.3g}x:</b> {', '.join(missing)}"
-                        if missing else "all present") + "</small>")
-        if box.live is not None: box.live.update(r)
-
-    def snapshot():
-        "The panel's current figure, status and table as static HTML (what a docs page can show)."
-        from IPython.display import HTML
-        img = base64.b64encode(fig_w.value).decode()
-        live_html = box.live.out.value if box.live is not None else ""
-        return HTML(f"<div><img src='data:image/png;base64,{img}' style='max-width:100%'/>{status.value}"
-                    f"{table_w.value}{live_html}</div>")
-    box.snapshot = snapshot
-    box.live = None
-    if live is not None:
-        box.live = LivePanel(live, prompt=prompt, max_new_tokens=max_new_tokens)
-        box.children = box.children + (box.live.widget,)
-    model_w.observe(on_model, "value")
-    crit_w.observe(on_criterion, "value")
-    group_w.observe(refresh, "value")
-    ratio_w.observe(refresh, "value")
-    on_model()
-    return box
+    return ExplorerPanel(_panel_table(source, paper), live=live, prompt=prompt, max_new_tokens=max_new_tokens)
 
 # %% ../nbs/15_explorer.ipynb #eb19db71
 _FALLBACK_TEXT = ("The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest "

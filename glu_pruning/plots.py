@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .tasks import HEADLINE, LOWER_IS_BETTER, TASK_GROUPS
+from .tasks import BASELINE, CHANCE, HEADLINE, LOWER_IS_BETTER, TASK_GROUPS, TASKS, is_baseline
 
 # %% auto #0
-__all__ = ['PAPER_MODELS', 'TASK_ITEMS', 'GROUP_COLORS', 'CHANCE', 'paper_results', 'only_headline', 'paper_architecture',
-           'normalise', 'plot_dichotomy', 'plot_tasks', 'correlation', 'plot_correlation', 'plot_criteria',
-           'param_counts', 'plot_params', 'plot_scores', 'survival', 'plot_kept']
+__all__ = ['PAPER_MODELS', 'GROUP_COLORS', 'paper_results', 'only_headline', 'paper_architecture', 'normalise', 'plot_dichotomy',
+           'plot_tasks', 'correlation', 'plot_correlation', 'plot_criteria', 'param_counts', 'plot_params',
+           'plot_scores', 'survival', 'plot_kept']
 
 # %% ../nbs/14_plots.ipynb #93c8dc33
 import matplotlib
@@ -27,13 +27,6 @@ import seaborn as sns
 
 # %% ../nbs/14_plots.ipynb #dedb38e0
 PAPER_MODELS = {"1B": "meta-llama/Llama-3.2-1B", "3B": "meta-llama/Llama-3.2-3B"}
-
-# %% ../nbs/14_plots.ipynb #6ed5850e
-TASK_ITEMS: dict[str, int] = {  # items each full lm-eval task scores (test or validation split)
-    "mmlu": 14042, "gsm8k": 1319, "arc_challenge": 1172, "arc_easy": 2376, "hellaswag": 10042, "piqa": 1838,
-    "boolq": 3270, "winogrande": 1267, "truthfulqa_mc1": 817, "truthfulqa_mc2": 817, "ifeval": 541,
-    "leaderboard_musr": 756,
-}
 
 # %% ../nbs/14_plots.ipynb #ebb7568f
 def _data(name): return files("glu_pruning") / "data" / name
@@ -52,11 +45,11 @@ def paper_results(model: str | None = None, # "1B", "3B" or a full model name; N
             raise ValueError(f"the paper has no model {model!r}; choose one of {list(PAPER_MODELS)} "
                              f"(or {list(PAPER_MODELS.values())})")
         df = df[df.model == name]
-    n = df.task.map(TASK_ITEMS)
+    n = df.task.map({name: t.items for name, t in TASKS.items()})   # items each full task scores
     is_rate = ~df.metric.isin(LOWER_IS_BETTER) & n.notna()
     se = pd.Series(np.nan, index=df.index)
     se[is_rate] = _binomial_se(df.value[is_rate], n[is_rate])
-    df = df.assign(criterion=np.where(df.pruning_pct == 0, "none", "ppm"), stderr=se,
+    df = df.assign(criterion=np.where(df.pruning_pct == 0, BASELINE, "ppm"), stderr=se,
                    stderr_source=np.where(is_rate, "binomial from item count", "none"),
                    group=df.task.map(TASK_GROUPS), higher_is_better=~df.metric.isin(LOWER_IS_BETTER),
                    source="paper")
@@ -157,10 +150,6 @@ def plot_dichotomy(df: pd.DataFrame | None = None, # your tidy results (`glu_pru
     plt.close(fig)  # shown once, as the return value
     return fig
 
-# %% ../nbs/14_plots.ipynb #4e71910e
-CHANCE = {"mmlu": 0.25, "arc_challenge": 0.25, "arc_easy": 0.25, "hellaswag": 0.25, "piqa": 0.5, "boolq": 0.5,
-          "winogrande": 0.5}  # accuracy of random guessing, drawn as a dotted line
-
 # %% ../nbs/14_plots.ipynb #d57cd314
 def plot_tasks(df: pd.DataFrame | None = None, # your tidy results; None: the paper's only
                paper: bool | str = True,  # overlay the paper's models (True, "1B", "3B") or not (False)
@@ -256,7 +245,7 @@ def plot_correlation(df: pd.DataFrame | None = None, # your tidy results; None: 
     return fig
 
 # %% ../nbs/14_plots.ipynb #800bef60
-def plot_criteria(df: pd.DataFrame, # tidy results with several criteria (and the baseline, criterion "none")
+def plot_criteria(df: pd.DataFrame, # tidy results with several criteria (and the baseline, criterion `BASELINE`)
                   model: str | None = None, # which model, when `df` holds several
                   perplexity: bool = False, # include perplexity tasks (inverted) in the group means
                  ) -> matplotlib.figure.Figure:
@@ -264,8 +253,8 @@ def plot_criteria(df: pd.DataFrame, # tidy results with several criteria (and th
     d = _prep(df, perplexity=perplexity)
     if model is None: model = d.model.iloc[0]
     d = d[d.model == model]
-    base = np.isclose(d.ratio, d.ratio.max())
-    crits = [c for c in dict.fromkeys(d[~base].criterion) if c != "none"]
+    base = d.criterion.map(is_baseline)
+    crits = list(dict.fromkeys(d[~base].criterion))
     if not crits: raise ValueError("no pruned variants in `df`; run a sweep with `criteria=[...]` first")
     order = sorted(crits, key=lambda c: (c != "ppm", c))
     pal = dict(zip(order, ["#222222"] + sns.color_palette("Set2", len(order))))

@@ -202,3 +202,13 @@ def test_cli_bench_run_folder(tmp_path, tiny_dir, capsys):
     assert {r["model"] for r in rows} == {"baseline", "ppm 1.50x", "l2 1.50x"}
     assert ppm.fingerprint in {r["fingerprint"] for r in rows}
     assert next(r for r in rows if r["model"] == "l2 1.50x")["spec"] == {"percent": 40.0}
+
+
+def test_cli_bench_refuses_zero_batch_size_before_loading():
+    "`glu-prune bench MODEL --batch-sizes 0`: one line saying what is wrong, in a real process, before any model loads."
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-m", "glu_pruning.cli", "bench", "no/such/model", "--batch-sizes", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "batch sizes must be whole numbers ≥ 1, got [0]" in r.stderr
+    with pytest.raises(ValueError, match="at least 2"): E.profile(tiny_model(), new_tokens=1)

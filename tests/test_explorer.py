@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glu_pruning.explorer import LivePanel, explorer, explorer_figure, save_explorer
+from glu_pruning.explorer import LivePanel, _menu, explorer, explorer_figure, save_explorer
 from glu_pruning.plots import HEADLINE
 
 
@@ -36,7 +36,9 @@ def test_figure_has_a_slider_per_model_and_a_menu():
     assert fig.layout.meta["criteria"] == [["ppm", "random"], ["ppm"], ["ppm"]]
     assert len(fig.layout.sliders) == 3 and [s.visible for s in fig.layout.sliders] == [True, False, False]
     assert [st.label for st in fig.layout.sliders[0].steps] == ["2.67x", "2.4x", "2x", "1.6x"]
-    model_menu, tasks_menu, crit_menu = fig.layout.updatemenus
+    menus = {m.name: m for m in fig.layout.updatemenus}     # the menus are named, and addressed by name
+    assert list(menus) == ["model", "tasks", "criterion"]
+    model_menu, tasks_menu, crit_menu = menus["model"], menus["tasks"], menus["criterion"]
     assert [b.label for b in model_menu.buttons] == models
     assert [b.label for b in tasks_menu.buttons] == ["all tasks", "fragile tasks", "robust tasks"]
     assert [b.label for b in crit_menu.buttons] == ["PPM", "random"]
@@ -48,7 +50,7 @@ def test_figure_has_a_slider_per_model_and_a_menu():
         assert len(vis["visible"]) == len(fig.data)
         assert {m for m, _, _ in shown(fig, vis["visible"])} == {i}
         assert [lay[f"sliders[{j}].visible"] for j in range(3)] == [j == i for j in range(3)]
-        assert [c["label"] for c in lay["updatemenus[2].buttons"]] == (["PPM", "random"] if i == 0 else ["PPM"])
+        assert [c["label"] for c in lay[_menu("criterion", "buttons")]] == (["PPM", "random"] if i == 0 else ["PPM"])
     bar = fig.data[bar_trace(fig, 0, "ppm", "fragile")]
     step = fig.layout.sliders[0].steps[-1]                 # 1.6x on the user's model
     traces = list(step.args[2])
@@ -65,16 +67,17 @@ def test_menus_chain_left_to_right():
     "model -> tasks -> criterion: each button carries the menus to its right, so a chain of clicks lands on one view."
     fig = explorer_figure(user_run())
     model_b = fig.layout.updatemenus[0].buttons[0]          # pick the user's model...
-    fragile = model_b.args[1]["updatemenus[1].buttons"][1]  # ...then "fragile tasks" in the menu it set up...
+    fragile = model_b.args[1][_menu("tasks", "buttons")][1]  # ...then "fragile tasks" in the menu it set up...
     assert fragile["label"] == "fragile tasks"
     assert shown(fig, fragile["args"][0]["visible"]) == {(0, "ppm", "fragile"), (0, None, None)}
     rows = fragile["args"][1]["yaxis2.categoryarray"]
     assert set(rows) == {"mmlu", "arc_challenge"}            # the bar panel shows the group's tasks only
-    random = fragile["args"][1]["updatemenus[2].buttons"][1]   # ...then "random" in the criterion menu it set up
-    assert random["label"] == "random" and fragile["args"][1]["updatemenus[2].active"] == 0
+    random = fragile["args"][1][_menu("criterion", "buttons")][1]   # ...then "random" in the criterion menu it set up
+    assert _menu("criterion", "buttons") == "updatemenus[2].buttons"   # plotly's own path, built from the name
+    assert random["label"] == "random" and fragile["args"][1][_menu("criterion", "active")] == 0
     assert shown(fig, random["args"][0]["visible"]) == {(0, "random", "fragile"), (0, None, None)}
     paper_b = fig.layout.updatemenus[0].buttons[1]          # the paper's 1B: one criterion, its own task groups
-    robust = paper_b.args[1]["updatemenus[1].buttons"][2]
+    robust = paper_b.args[1][_menu("tasks", "buttons")][2]
     assert shown(fig, robust["args"][0]["visible"]) == {(1, "ppm", "robust"), (1, None, None)}
     assert "ifeval" in robust["args"][1]["yaxis2.categoryarray"] and "mmlu" not in robust["args"][1]["yaxis2.categoryarray"]
 
@@ -112,6 +115,17 @@ def test_widget_updates_on_value_changes():
     w.model.value = "meta-llama/Llama-3.2-1B"
     assert [l for l, _ in w.ratio.options][:2] == ["4x", "3.6x"]
     assert w.criterion.options == ("ppm",)
+
+
+def test_widget_state_lives_in_its_class():
+    "The panel is an `ExplorerPanel` (state and handlers in one class), shown as its widgets; a baseline row may say NaN."
+    from glu_pruning.explorer import ExplorerPanel
+    df = user_run(criteria=("ppm",))
+    df.loc[df.criterion == "none", "criterion"] = np.nan              # the unpruned rows, marked by a missing criterion
+    w = explorer(df, paper=False)
+    assert isinstance(w, ExplorerPanel) and not hasattr(w.box, "model")
+    assert list(w.criterion.options) == ["ppm"] and [l for l, _ in w.ratio.options] == ["2.67x", "2.4x", "2x", "1.6x"]
+    assert "application/vnd.jupyter.widget-view+json" in w._repr_mimebundle_()
 
 
 def test_widget_says_what_is_missing():

@@ -118,8 +118,9 @@ def rep_params(m, r):
 
 
 def test_groups_agree_with_the_evaluation_suites():
-    "plots keeps its own copy of the task groups (it must import without lm-eval); it must match evaluation's."
+    "plots reads the one table of task facts (glu_pruning.tasks), and every task of the paper's suite is in it."
     pytest.importorskip("lm_eval")
-    from glu_pruning import evaluation, plots
-    assert plots.TASK_GROUPS is evaluation.TASK_GROUPS   # one table, in glu_pruning.tasks
-    assert {s.task for s in evaluation.SUITES["paper"]} <= set(plots.HEADLINE)
+    from glu_pruning import evaluation, plots, tasks
+    assert plots.TASK_GROUPS is tasks.TASK_GROUPS and plots.HEADLINE is tasks.HEADLINE and plots.CHANCE is tasks.CHANCE
+    assert not hasattr(plots, "TASK_ITEMS")
+    assert {s.task for s in evaluation.SUITES["paper"]} <= set(tasks.TASKS)
