@@ -37,6 +37,8 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int: return self.end - self.start
+    def __repr__(self):
+        return f"TensorInfo({self.file.name}, {self.dtype}, shape={self.shape}, bytes {self.start}..{self.end})"
 
 # %% ../nbs/05_safetensors.ipynb #20e6c8a2
 def read_header(path) -> tuple[dict, dict[str, TensorInfo]]:
@@ -188,7 +190,7 @@ class Checkpoint:
     @property
     def nbytes(self) -> int: return sum(i.nbytes for s in self.shards.values() for i in s.values())
     def __repr__(self):
-        return (f"Checkpoint({self.path}, model_type={self.config.get('model_type')!r}, {len(self.shards)} shard(s), "
+        return (f"Checkpoint({self.path.name}, model_type={self.config.get('model_type')!r}, {len(self.shards)} shard(s), "
                 f"{sum(len(s) for s in self.shards.values())} tensors, {self.nbytes / 2**30:.2f} GiB)")
 
 # %% ../nbs/05_safetensors.ipynb #2ac269f5

@@ -117,7 +117,7 @@ class Store:
         except Exception: pass
     def __repr__(self):
         n = self.con.execute("SELECT count(*) FROM cells").fetchone()[0] if self.con else "closed"
-        return f"Store({str(self.path)!r}, cells={n})"
+        return f"Store({self.path.name!r}, cells={n})"   # the file's name: a notebook shows no machine's paths
 
 # %% ../nbs/07_store.ipynb #2186a927
 def _add_variant(self: Store, fingerprint: str, # `glu_pruning.models.fingerprint(model)`

@@ -345,5 +345,5 @@ def cli_prune(p):
         if a.streaming:
             out = prune_checkpoint(a.model, a.out, criterion=a.criterion, overwrite=a.overwrite, seed=a.seed, **spec)
         else: out = _prune_in_memory(a, spec)
-        print(f"saved to {out}")
+        print(f"saved to {a.out}")   # as the user wrote it
     return run
