@@ -6,7 +6,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/sweep.html.md"""
 
 # %% ../nbs/13_sweep.ipynb #32a9ed83
 from __future__ import annotations
-import contextlib, datetime, gc, io, json, math, os, sys, uuid, warnings
+import contextlib, datetime, gc, io, json, math, os, sys, uuid
 from pathlib import Path
 
 import pandas as pd
@@ -153,22 +153,17 @@ def _run_manifest(model, layers: int, cells: list[dict], tasks: list[str], suite
                 eval=dict(eval_kwargs), store=STORE_FILE, cells=cells,
                 started=datetime.datetime.now().isoformat(timespec="seconds"))
 
-def _calibration(criterion: str, texts, data_dir, tasks) -> list[str] | None:
-    "Calibration passages for a data criterion (None for a weight-only one); warns when a task scores the same text."
+def _calibration(criterion: str, texts, data_dir) -> list[str] | None:
+    "Calibration passages for a data criterion (None for a weight-only one): `texts`, else text no task scores."
     if not CRITERIA[criterion].needs_data: return None
-    if texts is not None: return texts
-    if "wikitext" in tasks:
-        warnings.warn(f"criterion {criterion!r} is calibrated on WikiText-2 test paragraphs, which the wikitext task "
-                      "also scores, so its perplexity there is optimistic; pass `texts=` from another corpus for a "
-                      "fair comparison", stacklevel=4)
-    return calibration_texts(data=data_dir)
+    return texts if texts is not None else calibration_texts(data=data_dir)
 
-def _variant(model, cell: dict, scores: dict, tokenizer, texts, data_dir, tasks):
+def _variant(model, cell: dict, scores: dict, tokenizer, texts, data_dir):
     "The model of one cell: the model itself for the baseline, else a pruned copy (each criterion scored once)."
     c = cell["criterion"]
     if is_baseline(c): return model
     if c not in scores:
-        scores[c] = score(model, c, tokenizer=tokenizer, texts=_calibration(c, texts, data_dir, tasks), progress=False)
+        scores[c] = score(model, c, tokenizer=tokenizer, texts=_calibration(c, texts, data_dir), progress=False)
     return prune(model, criterion=c, scores=scores[c], inplace=False, progress=False, **cell["spec"]).model
 
 def _evaluate_cell(variant, fp: str, tokenizer, spec, store, manifest: dict, progress: bool, **kw) -> str:
@@ -230,7 +225,7 @@ def _sweep_cells(model, tokenizer, manifest: dict, specs: dict, out: Path, texts
                disable=not progress, dynamic_ncols=True)
     try:
         for cell in manifest["cells"]:
-            variant = _variant(model, cell, scores, tokenizer, texts, data_dir, list(specs))
+            variant = _variant(model, cell, scores, tokenizer, texts, data_dir)
             cell.update(fingerprint=fingerprint(variant), params=count_params(variant))
             for t, spec in specs.items():
                 bar.set_postfix_str(f"{cell['criterion']} {cell['ratio']:.3g}x {t}")

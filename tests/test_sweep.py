@@ -171,19 +171,19 @@ def test_sweep_cli_passes_chat_template_and_seeds(tmp_path, monkeypatch):
     assert got["apply_chat_template"] is True and got["seeds"] == [0, 1] and got["ratios"] == [2.0]
 
 
-def test_calibrating_on_the_text_a_task_scores_is_flagged(data_dir, tmp_path):
-    "An activation criterion calibrated on WikiText's test paragraphs, swept with the wikitext task, warns; own texts don't."
+def test_data_criteria_calibrate_on_text_no_task_scores(data_dir, tmp_path):
+    "An activation criterion swept with the wikitext task calibrates on text no task scores: no warning; own texts work too."
     import warnings
     from glu_pruning.models import load_model, tiny_model
     from glu_pruning.sweep import sweep
     _, tok = load_model("smollm2-135m-instruct")
     m = tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok))
     kw = dict(ratios=[1.5], criteria=["activation"], suite="quick:wikitext", data_dir=data_dir, progress=False)
-    with pytest.warns(UserWarning, match="calibrated on WikiText-2 test"):
-        sweep(m, tok, out=tmp_path / "a", **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        df = sweep(m, tok, out=tmp_path / "b", texts=["Some calibration text from another corpus. " * 20], **kw)
+        df = sweep(m, tok, out=tmp_path / "a", **kw)
+    assert set(df.criterion) == {"none", "activation"}
+    df = sweep(m, tok, out=tmp_path / "b", texts=["Some calibration text from another corpus. " * 20], **kw)
     assert set(df.criterion) == {"none", "activation"}
 
 
