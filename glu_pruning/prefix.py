@@ -115,7 +115,7 @@ def shared_prefix_loglikelihood(lm,                    # lm-eval's `HFLM` (or a 
                                ) -> list[tuple[float, bool]]:
     "lm-eval's `_loglikelihood_tokens`, running each shared context and each shared few-shot block once."
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm   # plain, like lm-eval's: on stderr, which a quiet run mutes
     res = [None] * len(requests)
     by_ctx, clusters, stock = _route(lm, requests)
     if stock:
