@@ -40,12 +40,12 @@ def main(argv=None):
     p.add_argument("--gen-toks", type=int, help="cap on generated tokens in both arms (default: the quick suite's)")
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
                    help=f"comma-separated tasks of the quick suite, or 'all' (default: {','.join(DEFAULT_TASKS)})")
-    p.add_argument("--pilot", type=int, default=16, help="items of the timed pilot run of each scored task (default 16)")
+    p.add_argument("--pilot", type=int, default=8, help="items of the timed pilot run of each scored task (default 8)")
     a = p.parse_args(argv)
 
     import torch
     from glu_pruning.evaluation import SUITES, evaluate
-    from glu_pruning.evidence import evidence, halfwidth, measure_costs, plan_items
+    from glu_pruning.evidence import PILOT_GEN_TOKS, evidence, halfwidth, measure_costs, pilot_sizes, plan_items
     from glu_pruning.models import load_model
     from glu_pruning.slicing import prune
     from glu_pruning.store import Store
@@ -77,9 +77,12 @@ def main(argv=None):
     # 2. the same wall time, planned: time a few items of each task on the baseline, plan the rest, run it
     t0 = time.perf_counter()
     scratch = Store(":memory:")
-    sizes = {t: 2 if t == "wikitext" or TASKS[t].output == "generate_until" else a.pilot for t in tasks}
-    costs = measure_costs(lambda t, n: evaluate(model, tok, [replace(quick[t], limit=n)], store=scratch, **kw),
-                          tasks, sizes=sizes, model=model)   # one timed run per task, split by forward time
+    sizes = pilot_sizes(tasks, scored=a.pilot)
+    # one timed run per task, split by forward time; generation timed with a low cap and scaled to the real one
+    cap = {t: quick[t].max_gen_toks for t in tasks if TASKS[t].output == "generate_until" and quick[t].max_gen_toks}
+    pilot = lambda t: replace(quick[t], max_gen_toks=min(cap[t], PILOT_GEN_TOKS)) if t in cap else quick[t]
+    costs = measure_costs(lambda t, n: evaluate(model, tok, [replace(pilot(t), limit=n)], store=scratch, **kw),
+                          tasks, sizes=sizes, model=model, scale={t: c / min(c, PILOT_GEN_TOKS) for t, c in cap.items()})
     scratch.close()
     pilot_s = time.perf_counter() - t0
     pool = {t: TASKS[t].items for t in tasks}
