@@ -282,14 +282,14 @@ def partial_folder(out: Path,       # the final output folder (checked by `check
 
 def publish(tmp: Path, out: Path) -> Path:
     "Move the finished folder `tmp` to `out` (replacing a previous output at the last moment), with umask modes."
-    (tmp / _MARK).unlink()
     um = _umask()   # temporary files are often 0600; saved files get the modes any other file of the user gets
     for p in [tmp, *tmp.rglob("*")]: p.chmod((0o777 if p.is_dir() else 0o666) & ~um)
-    old = out.parent / f".{out.name}.old"
-    if old.exists(): shutil.rmtree(old)
+    old = out.parent / f".{out.name}.old"   # the previous output, set aside for the moment of the swap
+    if old.exists() and (old / "pruning.json").exists(): shutil.rmtree(old)
     if out.exists() and any(out.iterdir()): os.rename(out, old)
     elif out.exists(): out.rmdir()
-    os.rename(tmp, out)
+    os.rename(tmp, out)   # a kill before this leaves `tmp` marked as ours, so the rerun clears it and starts over
+    (out / _MARK).unlink()
     shutil.rmtree(old, ignore_errors=True)
     return out
 
