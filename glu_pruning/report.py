@@ -292,6 +292,7 @@ def demo(out="demo_run",          # run directory (reused: a second run only fil
 # %% ../nbs/16_report.ipynb #9fad2606
 def cli_sweep(p):
     "Arguments of `glu-prune sweep`; returns the function to run."
+    import argparse
     add_model_args(p)   # MODEL, --dtype, --device: one default and help text for every command
     p.add_argument("--ratios", type=float, nargs="+",
                    help="target expansion ratios; the baseline is always included (default: 2.4 2.0 1.6)")
@@ -300,12 +301,12 @@ def cli_sweep(p):
     p.add_argument("--criteria", nargs="+", default=["ppm"], help="criteria to compare at the same widths (default: ppm)")
     p.add_argument("--suite", default="quick", help="suite name (quick, paper), comma-separated lm-eval tasks (full "
                    "tasks), or quick:task1,task2 for some of the quick suite's tasks with its item limits")
-    p.add_argument("--limit", type=int, help="evaluate only the first N items of every task")
+    p.add_argument("--limit", type=int, help="a seeded random sample of N items of every task, the same for every variant")
     p.add_argument("--data-dir", help="offline benchmark data (default: $GLU_PRUNING_DATA)")
     p.add_argument("--out", required=True, help="run directory (store + manifest); rerun to resume")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--chat-template", action="store_true",
-                   help="format prompts with the tokenizer's chat template (instruct models; the paper used none)")
+    p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                   help="format prompts with the chat template (default: for generation tasks, when the tokenizer has one)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="few-shot seeds (default 0)")
     p.add_argument("--report", action="store_true", help="write the report when the sweep is done")
     def run(a):
