@@ -353,5 +353,5 @@ def _cli_check(a) -> int:
     a.suite = a.suite or "quick"
     missing = check_data(_task_list(a), a.data_dir or a.dir)
     for why in missing.values(): print(f"unavailable: {why}")
-    print(f"{len(resolve_tasks(_task_list(a))) - len(missing)} tasks can run here, {len(missing)} cannot")
+    print(f"{len(resolve_tasks(_task_list(a))) - len(missing)} of {len(resolve_tasks(_task_list(a)))} tasks can run here")
     return 1 if missing else 0
