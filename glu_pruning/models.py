@@ -247,6 +247,23 @@ def _load_error(src, e: Exception) -> str:
     return f"could not load the model in {src} ({type(e).__name__}: {msg[:200]}); check the folder's files."
 
 # %% ../nbs/01_models.ipynb #bbf91f32
+def _source(name: str) -> str:
+    "What `from_pretrained` should load for `name` (a checked local folder, a dequantized GGUF, or a Hub id)."
+    if name.lower() in ALIASES: name = resolve_alias(name)
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf": return str(gguf_to_plain(p))
+    if not p.exists():
+        if name.startswith((".", "/", "~")): raise FileNotFoundError(f"no such model folder or file: {name}")
+        return name   # a Hub id
+    if not p.is_dir(): raise ValueError(f"{p} is a file; pass a model folder, a .gguf file or a Hub id.")
+    if not (list(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists()):
+        raise ValueError(f"{p} has no .safetensors weights; glu_pruning loads safetensors only (pickled .bin "
+                         "files can run code). Convert with `save_pretrained(..., safe_serialization=True)`.")
+    if not (p / "config.json").exists():
+        raise FileNotFoundError(f"{p} has no config.json; is it a model folder (one written by save_pretrained)?")
+    read_json(p / "config.json")   # a damaged config says so, not "the Hub is not reachable"
+    return str(p)
+
 def load_model(name_or_path: str = DEFAULT_MODEL, # alias, `.gguf` file, local folder or Hub id
                dtype = torch.float32,   # torch dtype or name ("bfloat16", "float16", "auto")
                device: str | None = None,  # "cpu", "cuda", ...; default: cuda if available
@@ -256,26 +273,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL, # alias, `.gguf` file, local f
     "Load `(model, tokenizer)` as a plain float causal LM in eval mode."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     name = str(name_or_path)
-    if name.lower() in ALIASES: name = resolve_alias(name)
-    src, p = name, Path(name).expanduser()
-    if p.suffix == ".gguf": src = str(gguf_to_plain(p))
-    elif p.exists():
-        if not p.is_dir(): raise ValueError(f"{p} is a file; pass a model folder, a .gguf file or a Hub id.")
-        if not (list(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").exists()):
-            raise ValueError(f"{p} has no .safetensors weights; glu_pruning loads safetensors only (pickled .bin "
-                             "files can run code). Convert with `save_pretrained(..., safe_serialization=True)`.")
-    elif name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"no such model folder or file: {name}")
+    src = _source(name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     local = Path(src).is_dir()
     has_tok = not local or any((Path(src) / f).exists() for f in _TOKENIZER_FILES)
     if not has_tok:
         warnings.warn(f"{src} has no tokenizer files; returning tokenizer=None (pruning and saving work, "
                       "generation and evaluation need a tokenizer).")
-    if local:
-        if not (Path(src) / "config.json").exists():
-            raise FileNotFoundError(f"{src} has no config.json; is it a model folder (one written by save_pretrained)?")
-        read_json(Path(src) / "config.json")   # a damaged config says so, not "the Hub is not reachable"
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code) if has_tok else None
         model = AutoModelForCausalLM.from_pretrained(src, dtype=_dtype(dtype), trust_remote_code=trust_remote_code,
