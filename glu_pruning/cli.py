@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, one-line help)
     "data":   ("glu_pruning.taskdata",   "download benchmark data into the offline layout (needs network), or check what can run"),
     "sweep":  ("glu_pruning.report",     "prune at several ratios (and criteria), evaluate each, store results"),
     "report": ("glu_pruning.report",     "write a self-contained report (figures, tables, CSV) from a run directory or a result store"),
+    "recover": ("glu_pruning.distill",  "distil a pruned model from its unpruned teacher (KL on logits), with checkpoints and resume"),
     "bench":  ("glu_pruning.efficiency", "measure latency, throughput, memory and energy of a model or a run"),
 }
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, KeyError)

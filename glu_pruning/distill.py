@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import find_mlps, fingerprint
+from .models import find_mlps, fingerprint, weights_fingerprint
 
 # %% auto #0
 __all__ = ['distill_loss', 'distill', 'record_distillation', 'cli_recover']
@@ -92,7 +92,7 @@ def distill(student: nn.Module,   # the pruned model (trained in place; returned
     import tempfile
     from transformers import TrainingArguments
     if steps < 1: raise ValueError(f"steps={steps} must be at least 1.")
-    if fingerprint(student) == fingerprint(teacher):
+    if student is teacher or weights_fingerprint(student) == weights_fingerprint(teacher):
         raise ValueError("the student is the teacher itself (same weights); distil a pruned copy, e.g. "
                          "`prune(model, ratio=2.0, inplace=False).model`.")
     t0, data = time.time(), _blocks(tokenizer, texts, max_length)
@@ -131,6 +131,10 @@ def distill(student: nn.Module,   # the pruned model (trained in place; returned
                calibration=getattr(texts, "source", "user texts"), calibration_texts=len(texts),
                calibration_tokens=len(data) * max_length, batch_size=batch_size,
                final_loss=round(curve[-1][1], 5) if curve else None, loss=curve, seconds=round(time.time() - t0, 1))
+    if getattr(student, "glu_fingerprint", None): student.glu_fingerprint = None   # cached for the old weights
+    rep = getattr(student, "glu_pruning", None)
+    if rep is not None and hasattr(rep, "recovery"):   # the pruning record (and its fingerprint) gains this step
+        rep.recovery = list(rep.recovery) + [{k: v for k, v in rec.items() if k != "loss"}]
     if store is not None: record_distillation(store, student, rec)
     return student, rec
 

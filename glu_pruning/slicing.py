@@ -6,6 +6,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/slicing.html.md"""
 
 # %% ../nbs/03_slicing.ipynb #6d3f967d
 from __future__ import annotations
+import importlib
 import contextlib, copy, hashlib, json, math, os, shutil, warnings
 from dataclasses import dataclass, field, asdict
 from fractions import Fraction
@@ -20,9 +21,9 @@ from .models import ALIASES, GLUMLP, count_params, find_mlps, fingerprint, resol
 from .scoring import CRITERIA, get_criterion, score
 
 # %% auto #0
-__all__ = ['TARGET_HELP', 'check_target', 'target_width', 'keep_indices', 'slice_mlp', 'PruneReport', 'prune', 'pruning_metadata',
-           'model_card', 'write_pruning_files', 'check_out', 'partial_folder', 'publish', 'save_pruned',
-           'add_target_args', 'target_args', 'demo_prune']
+__all__ = ['RECOVERY', 'TARGET_HELP', 'check_target', 'target_width', 'keep_indices', 'slice_mlp', 'PruneReport', 'prune',
+           'pruning_metadata', 'model_card', 'write_pruning_files', 'check_out', 'partial_folder', 'publish',
+           'save_pruned', 'add_target_args', 'target_args', 'demo_prune']
 
 # %% ../nbs/03_slicing.ipynb #1f8f22d3
 def check_target(ratio: float | None = None,   # target expansion ratio k/H, e.g. 2.4
@@ -125,6 +126,7 @@ class PruneReport:
     params_before: int = 0
     params_after: int = 0
     base_fingerprint: str = ""
+    recovery: list[dict] = field(default_factory=list)  # what `recover=` did after slicing (see `RECOVERY`)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -137,6 +139,10 @@ class PruneReport:
         h = hashlib.sha1(json.dumps([self.base_fingerprint, self.criterion, self.spec, self.seed,
                                      self.width_after]).encode())
         for k in self.keep: h.update(torch.tensor(k, dtype=torch.int32).numpy().tobytes())
+        if self.recovery:   # re-fitted weights are another variant
+            h.update(json.dumps([{k: r.get(k) for k in ("method", "calibration", "calibration_tokens", "ridge",
+                                                                  "teacher", "steps", "lr", "lora")}
+                                 for r in self.recovery], sort_keys=True).encode())
         return h.hexdigest()[:16]
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "model"}
@@ -149,6 +155,17 @@ def _share_all_but_mlps(model: nn.Module) -> nn.Module:
     memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
     return copy.deepcopy(model, memo)
 
+RECOVERY: dict[str, str] = {   # name: "module:function", imported only when used (it lives in a later notebook)
+    "lsq": "glu_pruning.recovery:lsq",   # re-fit every down_proj by least squares on calibration text
+}
+
+def _recovery(name: str):
+    "The function registered in `RECOVERY` as `name`: `fn(model, keep, tokenizer=, texts=, progress=) -> record`."
+    if name not in RECOVERY:
+        raise ValueError(f"unknown recovery {name!r}; choose one of {', '.join(RECOVERY)} (or None for plain slicing).")
+    mod, fn = RECOVERY[name].split(":")
+    return getattr(importlib.import_module(mod), fn)
+
 def prune(model: nn.Module,
           ratio: float | None = None,   # target expansion ratio, e.g. 2.4
           percent: float | None = None, # share of neurons to prune, e.g. 40
@@ -159,10 +176,16 @@ def prune(model: nn.Module,
           tokenizer=None, texts: list[str] | None = None, # calibration data for data criteria
           seed: int = 0,                # for `random`
           inplace: bool = True,         # False: return a pruned copy sharing all non-MLP tensors
+          recover: str | None = None,   # a name in `RECOVERY` ("lsq"), run on `texts` after choosing the neurons
           progress: bool = True,
          ) -> PruneReport:
     "Prune every GLU-MLP of `model` to the same width, keeping its top-scored neurons."
     get_criterion(criterion)   # an unknown name fails before any work
+    if recover is not None:
+        _recovery(recover)
+        if tokenizer is None or not texts:
+            raise ValueError(f"recover={recover!r} needs calibration text: pass `tokenizer=` and `texts=` "
+                             "(e.g. `calibration_texts(64)`).")
     mlps = find_mlps(model)
     cfg = model.config
     I, H = mlps[0].width, cfg.hidden_size
@@ -181,14 +204,18 @@ def prune(model: nn.Module,
     mlp_params = lambda ms: sum(p.numel() for m in ms for p in m.module.parameters())
     target_mlps = find_mlps(target)
     removed = mlp_params(target_mlps)
-    for m, kp in zip(tqdm(target_mlps, desc=f"slicing to {k}", disable=not progress), keep):
-        slice_mlp(m, kp)
+    if recover is None:
+        for m, kp in zip(tqdm(target_mlps, desc=f"slicing to {k}", disable=not progress), keep):
+            slice_mlp(m, kp)
+    else:   # slices and re-fits layer by layer
+        recovery = [_recovery(recover)(target, keep, tokenizer=tokenizer, texts=texts, progress=progress)]
     removed -= mlp_params(target_mlps)
     target.config.intermediate_size = k
     rep = PruneReport(base=str(getattr(model, "glu_source", None) or getattr(cfg, "_name_or_path", "") or cfg.model_type),
                       model_type=cfg.model_type, criterion=criterion, spec=spec, seed=seed, hidden=H,
                       width_before=I, width_after=k, keep=[kp.tolist() for kp in keep], params_before=n_before,
-                      params_after=n_before - removed, base_fingerprint=base_fp, model=target)
+                      params_after=n_before - removed, base_fingerprint=base_fp, model=target,
+                      recovery=recovery if recover is not None else [])
     target.glu_pruning = rep
     return rep
 
@@ -196,6 +223,23 @@ def prune(model: nn.Module,
 def pruning_metadata(report: PruneReport) -> dict:
     "The contents of `pruning.json` for a pruned model."
     return report.to_dict()
+
+def _recovery_lines(meta: dict) -> str:
+    "One bullet per recovery step recorded in `meta['recovery']`."
+    out = []
+    for r in meta.get("recovery") or []:
+        if r["method"] == "lsq":
+            out.append(f"- recovery: least squares: every `down_proj` re-fitted to reproduce the unpruned layer's output "
+                       f"on {r['calibration_tokens']:,} calibration tokens ({r['calibration']}), "
+                       f"{'layer by layer' if r.get('sequential') else 'each layer on the unpruned activations'}, "
+                       f"ridge {r['ridge']:g}; no training.")
+        elif r["method"] == "distill":
+            how = f"LoRA rank {r['lora']} on the MLPs, merged" if r.get("lora") else "the MLP weights trained"
+            out.append(f"- recovery: distillation from `{r['teacher']}`: {r['steps']} steps of KL on logits at "
+                       f"temperature {r['temperature']:g} ({how}) on {r['calibration_tokens']:,} tokens "
+                       f"({r['calibration']}); final loss {r['final_loss']}.")
+        else: out.append(f"- recovery: {r['method']}.")
+    return "\n".join(out) or "- No recovery after pruning: no re-fitting, no fine-tuning."
 
 def model_card(meta: dict) -> str:
     "A model card (README.md) for a pruned model."
@@ -220,7 +264,8 @@ Every GLU-MLP of `{meta['base']}` ({meta['model_type']}) was pruned with
 - criterion: `{meta['criterion']}` (seed {meta['seed']}); request: {spec}
 - neurons kept per layer: the top {meta['width_after']} by score, in original order; the kept indices of every
   layer are in `pruning.json`.
-- No fine-tuning after pruning. Loads with plain `AutoModelForCausalLM.from_pretrained`.
+{_recovery_lines(meta)}
+- Loads with plain `AutoModelForCausalLM.from_pretrained`.
 """
 
 def write_pruning_files(out_dir, meta: dict):

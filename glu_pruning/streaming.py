@@ -17,7 +17,7 @@ from .safetensors import (DTYPES, Checkpoint, ShardWriter, TensorInfo, _header_b
                                      _parse_header, open_checkpoint, read_tensor)
 from .models import DEFAULT_MODEL, GLUAdapter, add_model_args, get_adapter
 from .scoring import CRITERIA, get_criterion, score_weights
-from .slicing import (PruneReport, add_target_args, check_out, check_target, keep_indices, partial_folder,
+from .slicing import (RECOVERY, PruneReport, add_target_args, check_out, check_target, keep_indices, partial_folder,
                                  prune, publish, pruning_metadata, save_pruned, target_args, target_width,
                                  write_pruning_files)
 
@@ -323,8 +323,11 @@ def _prune_in_memory(a, spec: dict) -> Path:
     crit = get_criterion(a.criterion)
     model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
     check_out(a.out, a.overwrite, inputs=[a.model])   # after the input is read, before the slow part
-    texts = calibration_texts(a.calibration) if crit.needs_data else None
-    rep = prune(model, criterion=a.criterion, tokenizer=tok, texts=texts, seed=a.seed, **spec)
+    if a.recover and a.calibration_tokens:
+        from glu_pruning.recovery import calibration_for_tokens
+        texts = calibration_for_tokens(tok, a.calibration_tokens)
+    else: texts = calibration_texts(a.calibration) if crit.needs_data or a.recover else None
+    rep = prune(model, criterion=a.criterion, tokenizer=tok, texts=texts, seed=a.seed, recover=a.recover, **spec)
     out = save_pruned(model, tok, a.out, overwrite=a.overwrite)
     print(f"{rep.base}: width {rep.width_before} → {rep.width_after} ({rep.ratio_before:.2f}x → "
           f"{rep.ratio_after:.2f}x), parameters {rep.params_before:,} → {rep.params_after:,}")
@@ -337,11 +340,20 @@ def cli_prune(p):
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous glu_pruning output (a folder holding pruning.json)")
-    p.add_argument("--calibration", type=int, default=32, help="WikiText passages for data-driven criteria")
+    p.add_argument("--calibration", type=int, default=32,
+                   help="calibration passages (from splits no task scores) for data criteria and --recover")
+    p.add_argument("--recover", default=None, choices=sorted(RECOVERY),
+                   help="after slicing, repair the model: lsq re-fits every down_proj by least squares (no training)")
+    p.add_argument("--calibration-tokens", type=int, default=None,
+                   help="with --recover: calibration tokens to use instead of --calibration passages (e.g. 8192)")
     p.add_argument("--streaming", action="store_true",
                    help="slice a safetensors checkpoint tensor by tensor (any size, little memory; weight-only criteria)")
     def run(a):
         spec = target_args(a)
+        if a.streaming and a.recover:
+            raise ValueError(f"--recover {a.recover} needs the model's activations on calibration text, which "
+                             "--streaming (tensor by tensor, no forward pass) never computes; drop --streaming "
+                             "to prune in memory (lsq needs the model plus about 25 %).")
         if a.streaming:
             out = prune_checkpoint(a.model, a.out, criterion=a.criterion, overwrite=a.overwrite, seed=a.seed, **spec)
         else: out = _prune_in_memory(a, spec)
