@@ -154,7 +154,8 @@ def offline_config(name: str,            # an lm-eval leaf task name
         p = base / f"{split}.jsonl"
         if p.is_file(): files[split] = str(p)
         elif split in need:
-            return None, f"{p} is missing ({name}'s {f.replace('_', ' ')} {split!r})"
+            return None, (f"{p.relative_to(root)} is missing from the data folder "   # relative: no machine's path
+                          f"({name}'s {f.replace('_', ' ')} {split!r})")
         else: over[f] = None
     over["dataset_kwargs"] = {"data_files": files}
     return over, None
@@ -270,9 +271,8 @@ def task_source(spec: TaskSpec, root=None, cache: dict | None = None) -> tuple[s
     if "hub" not in cache: cache["hub"] = hub_reachable()
     if cache["hub"]: return "hub", None
     if _offline_mode() and all(_in_hf_cache(e) for e in leaves): return "hub", None   # datasets reads its cache
-    folder = None if root is None else (root.parent if root.name == "hf" else root)
     return "unavailable", (f"{spec.task}: {why}, and the Hugging Face Hub is not reachable. On a machine with "
-                           f"network run `{fetch_command(spec.task, folder)}`, then pass that folder as data_dir / "
+                           f"network run `{fetch_command(spec.task)}`, then pass that folder as data_dir / "
                            "--data-dir (or $GLU_PRUNING_DATA).")
 
 # %% ../nbs/09_data.ipynb #e32f9929

@@ -326,3 +326,12 @@ def test_scoring_page_typesets_math_and_shows_the_colab_badge(whole_site, tmp_pa
         b.screenshot(shots_dir(tmp_path) / "scoring_math_badge.png")
     finally:
         b.close()
+
+
+def test_rendered_pages_show_no_machine_paths_tracebacks_or_frozen_bars(whole_site):
+    from test_outputs import leaks
+    bad = {}
+    for page in whole_site.rglob("*.html"):
+        body = _plain(page.read_text().split("<main", 1)[-1])
+        if leaks(body): bad[page.name] = leaks(body)[:2]
+    assert not bad, bad
