@@ -108,43 +108,75 @@ def _prep(df, headline=True, perplexity=False):
     return df[df.group.notna()]
 
 # %% ../nbs/14_plots.ipynb #de3e799b
-def plot_dichotomy(df: pd.DataFrame | None = None, # your tidy results (`glu_pruning.store.results`); None: the paper's
+def _evidence_panel(ax, ev: pd.DataFrame, norm: str, perplexity: bool, tasks: bool) -> list[str]:
+    "Draw one model's evidence table: task lines with filled (significant) or hollow markers, group means with bands."
+    from glu_pruning.evidence import group_means, normalised
+    n = normalised(ev, norm)
+    n = n[perplexity | ~n.metric.isin(LOWER_IS_BETTER)]
+    if tasks:
+        for (task, metric), t in n[~n.at_chance].groupby(["task", "metric"]):
+            t = t.sort_values("ratio")
+            c = GROUP_COLORS[t.group.iloc[0]]
+            ax.plot(t.ratio, t.pct, color=c, lw=0.8, alpha=0.35)
+            sig = t.significant.astype(bool)
+            ax.scatter(t.ratio[sig], t.pct[sig], s=14, color=c, alpha=0.6, zorder=3)
+            ax.scatter(t.ratio[~sig], t.pct[~sig], s=14, facecolors="none", edgecolors=c, alpha=0.6, zorder=3)
+    gm = group_means(ev, norm, perplexity=perplexity)
+    for grp, m in gm.dropna(subset=["pct"]).groupby("group"):
+        c, m = GROUP_COLORS[grp], m.sort_values("ratio")
+        ax.plot(m.ratio, m.pct, color=c, lw=2.6, marker="o", ms=4, label=f"{grp} (mean)")
+        ax.fill_between(m.ratio, m.ci_low, m.ci_high, color=c, alpha=0.18, lw=0)
+    return sorted(set(ev[ev.at_chance].task))
+
+def plot_dichotomy(df: pd.DataFrame | None = None, # your tidy results, or an `evidence` table (intervals drawn); None: the paper's
                    paper: bool | str = True,  # overlay the paper's group means ("1B"/"3B" for one model, False: none)
                    perplexity: bool = False,  # include perplexity tasks (inverted) in the curves and means
                    tasks: bool = True,        # draw the thin per-task lines
                    height: float = 4.0,       # height of one panel, inches
+                   norm: str = "chance",      # evidence tables: "chance" (share of the margin over chance kept) or "baseline"
                   ) -> matplotlib.figure.Figure:
     "Percent of baseline against expansion ratio, fragile vs robust tasks, one panel per model."
+    from glu_pruning.evidence import NORMALISATIONS
     pp = None if paper is False else _prep(paper_results(None if paper is True else paper), perplexity=perplexity)
-    mine = _prep(df, perplexity=perplexity)
+    mine = _prep(df, perplexity=True)
     if mine is not None and not len(mine):
         raise ValueError("no rows with a known task group in `df`; expected tasks such as "
                          f"{sorted(TASK_GROUPS)[:4]}… (or a `group` column)")
+    is_ev = mine is not None and {"delta", "significant", "at_chance"} <= set(mine.columns)
+    if mine is not None and not is_ev and not perplexity: mine = mine[~mine.metric.isin(LOWER_IS_BETTER)]
     panels = mine if mine is not None else pp
     models = list(dict.fromkeys(panels.model))
     fig, axes = plt.subplots(1, len(models), figsize=(height * 1.35 * len(models), height), squeeze=False,
                              sharey=True)
     overlay = _group_means(normalise(pp)) if (pp is not None and mine is not None) else None
+    notes = []
     for ax, model in zip(axes[0], models):
-        n = normalise(panels[panels.model == model])
-        if tasks:
-            for (task, metric), t in n.groupby(["task", "metric"]):
-                ax.plot(t.ratio, t.pct, color=GROUP_COLORS[t.group.iloc[0]], lw=0.8, alpha=0.35)
-        for grp, m in _group_means(n).groupby("group"):
-            c = GROUP_COLORS[grp]
-            ax.plot(m.ratio, m.pct, color=c, lw=2.6, marker="o", ms=4, label=f"{grp} (mean)")
-            ax.fill_between(m.ratio, m.pct - 1.96 * m.se, m.pct + 1.96 * m.se, color=c, alpha=0.18, lw=0)
+        if is_ev:
+            left = _evidence_panel(ax, panels[panels.model == model], norm, perplexity, tasks)
+            if left: notes.append(f"{_short(model)}: left out at chance: {', '.join(left)}")
+        else:
+            n = normalise(panels[panels.model == model])
+            if tasks:
+                for (task, metric), t in n.groupby(["task", "metric"]):
+                    ax.plot(t.ratio, t.pct, color=GROUP_COLORS[t.group.iloc[0]], lw=0.8, alpha=0.35)
+            for grp, m in _group_means(n).groupby("group"):
+                c = GROUP_COLORS[grp]
+                ax.plot(m.ratio, m.pct, color=c, lw=2.6, marker="o", ms=4, label=f"{grp} (mean)")
+                ax.fill_between(m.ratio, m.pct - 1.96 * m.se, m.pct + 1.96 * m.se, color=c, alpha=0.18, lw=0)
         if overlay is not None:   # the paper's models: dashed (1B) and dotted (3B), in the group colours
             styles = dict(zip(dict.fromkeys(overlay.model), ["--", ":", "-."]))
             for (pm, grp), m in overlay.groupby(["model", "group"]):
                 ax.plot(m.ratio, m.pct, color=GROUP_COLORS[grp], lw=1.5, ls=styles[pm], alpha=0.85,
-                        label=f"{grp}, paper {_short(pm)}")
+                        label=f"{grp}, paper {_short(pm)}" + (" (% of baseline)" if is_ev and norm != "baseline" else ""))
         ax.axhline(100, color="0.4", lw=0.8)
-        ax.set_title(_short(model) + (" (paper)" if n.source.iloc[0] == "paper" else ""))
+        ax.set_title(_short(model) + (" (paper)" if mine is None else ""))
         ax.set_xlabel("expansion ratio (intermediate / hidden)")
         ax.invert_xaxis()
-    axes[0, 0].set_ylabel("% of unpruned score")
+    axes[0, 0].set_ylabel(NORMALISATIONS[norm] if is_ev else "% of unpruned score")
     axes[0, -1].legend(fontsize=8, loc="lower left")
+    if is_ev:
+        notes.insert(0, "filled markers: change significant (95 % paired interval); hollow: not")
+        fig.text(0.01, -0.02, "; ".join(notes), fontsize=7, va="top", wrap=True)
     fig.suptitle("Width pruning dichotomy: fragile knowledge, robust instruction following", y=1.02)
     fig.tight_layout()
     plt.close(fig)  # shown once, as the return value

@@ -20,6 +20,9 @@ from .models import DEFAULT_MODEL, add_model_args, load_model
 from .store import open_store, results
 from .sweep import MANIFEST_FILE, STORE_FILE, sweep
 from .tasks import BASELINE, HEADLINE, TASKS, is_baseline
+from .evidence import (evidence, evidence_cells, evidence_from_results, group_means,
+                                  precision)
+from .tasks import LOWER_IS_BETTER
 
 # %% ../nbs/16_report.ipynb #0df1659e
 def wanted_cells(manifest: dict) -> pd.DataFrame:
@@ -124,16 +127,20 @@ def _param_rows(manifest: dict, name: str) -> pd.DataFrame:
     model = cells["model"].str.split("/").str[-1] if "model" in cells and not manifest.get("label") else name
     return cells.assign(model=model)[["model", "ratio", "params"]]
 
-def _report_figures(df: pd.DataFrame, manifest: dict, name: str, paper: bool) -> tuple[dict, list[str]]:
+def _report_figures(df: pd.DataFrame, manifest: dict, name: str, paper: bool,
+                    ev: pd.DataFrame | None = None) -> tuple[dict, list[str]]:
     "{name: (figure, caption)} of the figures the results allow, and the notes to print with them."
     from glu_pruning.plots import correlation, plot_correlation, plot_dichotomy, plot_params, plot_tasks
     figs, notes = {}, []
     if len(df):
         ppm = _ppm_rows(df)
         if ppm.task.isin(list(TASKS)).any():
-            figs["dichotomy"] = (plot_dichotomy(ppm, paper=paper),
-                                 "Percent of the unpruned score against expansion ratio: fragile (red) vs robust (blue) "
-                                 "tasks, group means with 95 % bands; perplexities are in the per-task figure"
+            figs["dichotomy"] = (plot_dichotomy(_ppm_rows(ev) if ev is not None and len(ev) else ppm, paper=paper),
+                                 "Share of the baseline's margin over chance kept (accuracy tasks; the plain percent of "
+                                 "the baseline where a task has no chance level) against expansion ratio: fragile (red) "
+                                 "vs robust (blue) tasks. Filled markers: the change is significant (95 % paired "
+                                 "interval); hollow: it is not. Group means with 95 % bands leave out the tasks at "
+                                 "chance for this model, named under the figure; perplexities are in the per-task figure"
                                  + ("; dashed and dotted: the paper's Llama-3.2-1B and -3B." if paper else "."))
         figs["tasks"] = (plot_tasks(ppm, paper=paper), "Each task's headline metric against ratio"
                          + (" (solid: this run; dashed: the paper)." if paper else "."))
@@ -183,13 +190,41 @@ def _missing_section(manifest: dict, miss: pd.DataFrame) -> list[str]:
         lines += [f"  - {t}: {v}" for t, v in by.items()]
     return lines + [""]
 
+def _evidence_sections(ev: pd.DataFrame) -> list[str]:
+    "Markdown: every headline number with its interval, the precision reached per task, the group means."
+    pr = precision(ev)
+    hw = [("–" if pd.isna(h) else f"±{h:.3f}") + (" (relative)" if m in LOWER_IS_BETTER else "") for h, m in zip(pr.halfwidth, pr.metric)]
+    prec = pd.DataFrame({"n": pr.n.astype(str).values, "half-width reached": hw,
+                         "significant changes": pr.significant.fillna(0).astype(int).astype(str).values},
+                        index=pd.MultiIndex.from_frame(pr[["task", "metric"]]))
+    gm = group_means(ev)
+    means = [f"- {g}, {_variant_label(c, r)}: " + (f"{p:.0f} % [{lo:.0f}, {hi:.0f}] over {k} task(s) ({t})"
+             if k else "no task to average") for g, c, r, p, lo, hi, k, t in
+             zip(gm.group, gm.criterion, gm.ratio, gm.pct, gm.ci_low, gm.ci_high, gm.k, gm.tasks)]
+    left = "; ".join(f"{m}: {', '.join(ts)}" for m, ts in gm.attrs.get("left_out", {}).items() if ts)
+    return ["## Results (headline metric per task)", "",
+            "The baseline's value with its 95 % interval; each variant's change against the baseline with its 95 % "
+            "paired-bootstrap interval over the items both answered (for perplexities, the ratio to the baseline's). "
+            "`*` marks a significant change (its interval leaves out no change). *At chance*: the baseline's interval "
+            "does not clear the task's chance level, so the task cannot show lost knowledge and is left out of the "
+            "group means.", "", _md_table(evidence_cells(ev)), "",
+            "## Precision", "", "Per task: the items each number rests on, the widest half-width of its changes' 95 % "
+            "intervals (relative, for perplexity ratios), and how many of its changes are significant.", "",
+            _md_table(prec), "",
+            "## Group means", "", "Share of the baseline's margin over chance kept, averaged over the group's tasks "
+            "(perplexities and tasks at chance left out), with a 95 % interval:", ""] + means + [""] + (
+            [f"Left out as at chance: {left}.", ""] if left else [])
+
 def _report_markdown(df: pd.DataFrame, manifest: dict, name: str, figs: dict, notes: list[str],
-                     miss: pd.DataFrame, explorer: bool) -> str:
+                     miss: pd.DataFrame, explorer: bool, ev: pd.DataFrame | None = None) -> str:
     "The whole report as Markdown, figures linked as `figures/<name>.png`."
     md = [f"# Width-pruning sweep: {name}", "", _summary(manifest, name), ""] + _missing_section(manifest, miss)
     if notes: md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     for k, (_, cap) in figs.items(): md += [f"## {k.capitalize()}", "", f"![{k}](figures/{k}.png)", "", cap, ""]
-    if len(df):
+    if len(df) and ev is not None and len(ev):
+        md += _evidence_sections(ev) + ["Every headline number with its interval is in `results.csv`"
+               + (", and `explorer.html` has the in-browser ratio explorer." if explorer else "."), ""]
+    elif len(df):
         md += ["## Results (headline metric per task)", "", _md_table(_pivot(df)), "", "All metrics are in `results.csv`"
                + (", and `explorer.html` has the in-browser ratio explorer." if explorer else "."), ""]
     return "\n".join(md)
@@ -200,20 +235,23 @@ def render_report(df: pd.DataFrame, # tidy results of the run (`glu_pruning.stor
                   out,              # folder to write into (created)
                   paper: bool = True, # draw the paper's numbers next to the run
                   explorer: bool = True, # also write the standalone in-browser explorer
+                  ev: pd.DataFrame | None = None, # the run's `evidence` table (default: from `df`, without intervals)
                  ) -> Path:
     "Write `report.html` (self-contained), `report.md`, `figures/*.png` and `results.csv`; return the HTML path."
     out = Path(out); (out / "figures").mkdir(parents=True, exist_ok=True)
     name = manifest.get("label") or manifest["model"]
     if manifest.get("label"): df = df.assign(model=name)   # a store of several models keeps their names
-    df.to_csv(out / "results.csv", index=False)
+    ev = evidence_from_results(df) if ev is None else ev
+    if manifest.get("label"): ev = ev.assign(model=name)
+    ev.to_csv(out / "results.csv", index=False)   # one row per variant × task × headline metric, with intervals
     miss = missing_cells(df, manifest)
     miss = miss[~miss.task.isin(list(manifest.get("unavailable", {})))]
-    figs, notes = _report_figures(df, manifest, name, paper)
+    figs, notes = _report_figures(df, manifest, name, paper, ev)
     pngs = _save_figures(figs, out / "figures")
     if explorer and len(df):
         from glu_pruning.explorer import save_explorer
         save_explorer(out / "explorer.html", df, paper=paper)   # every criterion of the run: the page has a menu
-    md = _report_markdown(df, manifest, name, figs, notes, miss, explorer)
+    md = _report_markdown(df, manifest, name, figs, notes, miss, explorer, ev)
     (out / "report.md").write_text(md)
     page = out / "report.html"
     page.write_text(_html_page(md, pngs, f"{name} sweep"))
@@ -261,7 +299,11 @@ def report(run="runs/sweep",        # a run directory written by `sweep`, or a r
     run = Path(run)
     manifest, db = _find_run(run)
     default = run / "report" if run.is_dir() else run.with_name(run.stem + "-report")
-    return render_report(_run_rows(db, manifest), manifest, Path(out) if out else default, paper=paper, explorer=explorer)
+    df = _run_rows(db, manifest)
+    ev = evidence(db) if db.exists() and len(df) else None
+    if ev is not None:   # the variants of this run only
+        ev = ev.merge(df[["model", "ratio", "criterion"]].drop_duplicates(), on=["model", "ratio", "criterion"])
+    return render_report(df, manifest, Path(out) if out else default, paper=paper, explorer=explorer, ev=ev)
 
 # %% ../nbs/16_report.ipynb #eaed7cb4
 DEMO_BUDGETS = {  # budget: sweep arguments; "quick:" tasks keep the quick suite's shots and generation caps
@@ -302,6 +344,8 @@ def cli_sweep(p):
     p.add_argument("--suite", default="quick", help="suite name (quick, paper), comma-separated lm-eval tasks (full "
                    "tasks), or quick:task1,task2 for some of the quick suite's tasks with its item limits")
     p.add_argument("--limit", type=int, help="a seeded random sample of N items of every task, the same for every variant")
+    p.add_argument("--budget", help="time for the whole sweep, e.g. 15m: times a few items of each task here, then "
+                   "picks per-task item counts that fit it, where they narrow the intervals most (instead of --limit)")
     p.add_argument("--data-dir", help="offline benchmark data (default: $GLU_PRUNING_DATA)")
     p.add_argument("--out", required=True, help="run directory (store + manifest); rerun to resume")
     p.add_argument("--batch-size", type=int, default=8)
@@ -315,7 +359,7 @@ def cli_sweep(p):
         model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
         ratios = a.ratios if a.ratios is not None else ([] if a.percents else [2.4, 2.0, 1.6])
         df = sweep(model, tok, ratios=ratios, percents=a.percents,
-                   criteria=a.criteria, suite=suite, out=a.out, limit=a.limit, data_dir=a.data_dir,
+                   criteria=a.criteria, suite=suite, out=a.out, limit=a.limit, budget=a.budget, data_dir=a.data_dir,
                    batch_size=a.batch_size, apply_chat_template=a.chat_template, seeds=a.seeds)
         print(f"{df.attrs['evaluated']} cells evaluated, {df.attrs['reused']} reused; results in {Path(a.out) / STORE_FILE}")
         if a.report: print(f"report: {report(a.out).resolve()}")

@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['STORE_FILE', 'MANIFEST_FILE', 'skipped_targets', 'plan', 'sweep']
+__all__ = ['STORE_FILE', 'MANIFEST_FILE', 'PLAN_FILE', 'skipped_targets', 'plan', 'sweep']
 
 # %% ../nbs/13_sweep.ipynb #65fd5635
 from .models import DEFAULT_MODEL, count_params, find_mlps, fingerprint, load_model
@@ -180,7 +180,44 @@ def _evaluate_cell(variant, fp: str, tokenizer, spec, store, manifest: dict, pro
     return "evaluated" if _n_cells(store, fp) > before else "reused"
 
 # %% ../nbs/13_sweep.ipynb #8d829b95
-STORE_FILE, MANIFEST_FILE = "results.sqlite", "sweep.json"
+STORE_FILE, MANIFEST_FILE, PLAN_FILE = "results.sqlite", "sweep.json", "plan.json"
+
+def _budget_specs(model, tokenizer, specs: dict, budget, variants: int, out: Path, data_dir, progress: bool,
+                  eval_kwargs: dict) -> dict:
+    "The specs with item counts that fit `budget` on this machine (`glu_pruning.evidence`); kept in plan.json for reruns."
+    from dataclasses import replace
+    from glu_pruning.evaluation import evaluate
+    from glu_pruning.evidence import (PILOT_GEN_TOKS, evidence, item_sd, measure_costs, parse_budget, pilot_sizes,
+                                      plan_items)
+    from glu_pruning.store import Store
+    from glu_pruning.tasks import TASKS
+    import time
+    seconds, path = parse_budget(budget), out / PLAN_FILE
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if saved.get("budget_s") == seconds and saved.get("variants") == variants and set(saved.get("n", {})) <= set(specs):
+        return {t: replace(s, limit=saved["n"][t]) if t in saved["n"] else s for t, s in specs.items()}
+    prior = evidence(out / STORE_FILE) if (out / STORE_FILE).exists() else None   # an earlier run of this folder
+    gone, t0 = set(), time.perf_counter()
+    cap = {t: s.max_gen_toks for t, s in specs.items()   # generation: timed with a low cap, scaled to the real one
+           if t in TASKS and TASKS[t].output == "generate_until" and (s.max_gen_toks or 0) > PILOT_GEN_TOKS}
+    def run(task, n):   # the pilot: n items on the unpruned model, into a throw-away store
+        spec = replace(specs[task], limit=n, **({"max_gen_toks": PILOT_GEN_TOKS} if task in cap else {}))
+        with _quiet_bars(progress), Store(":memory:") as scratch:
+            df = evaluate(model, tokenizer, [spec], store=scratch, progress=False, data_dir=data_dir, **eval_kwargs)
+        gone.update(df.attrs.get("unavailable", {}))
+    sizes = {t: (max(1, k // 4), k) for t, k in pilot_sizes(specs).items()}   # two sizes, the larger first
+    costs = measure_costs(run, list(specs), sizes=sizes, warmup=0, model=model, progress=progress,
+                          scale={t: c / PILOT_GEN_TOKS for t, c in cap.items()})
+    costs = costs[~costs.task.isin(gone)]
+    at = sorted(set(prior[prior.at_chance].task)) if prior is not None and len(prior) else []
+    plan = plan_items(costs, seconds, variants=variants, sd=item_sd(prior, list(costs.task)), at_chance=at,
+                      spent=time.perf_counter() - t0)
+    n = dict(zip(plan.task, plan.n.astype(int).tolist()))
+    _write_json(path, dict(budget_s=seconds, variants=variants, n=n, pilot_s=plan.attrs["spent"],
+                           planned_s=plan.attrs["planned"], at_chance=at, costs=costs.to_dict("records")))
+    if progress: print(f"sweep: {seconds:.0f} s budget, {plan.attrs['spent']:.0f} s of it timing the tasks; items per "
+                       f"task: {', '.join(f'{t} {k}' for t, k in n.items())}", file=sys.stderr)
+    return {t: replace(s, limit=n[t]) if t in n else s for t, s in specs.items()}
 
 def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `load_model`
           tokenizer=None,            # its tokenizer (loaded with the model when `model` is a name)
@@ -190,6 +227,7 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
           out="runs/sweep",          # run directory: the store and the manifest live here
           percents=(),               # targets as percentages of neurons pruned (the paper's 10 … 60)
           limit: int | None = None,  # override: first N items of every task
+          budget=None,               # time for the whole sweep ("15m", seconds): per-task items planned to fit it
           data_dir=None,             # offline data folder (default $GLU_PRUNING_DATA)
           texts: list[str] | None = None, # calibration passages for data criteria (default: `calibration_texts()`)
           label: str | None = None,  # a name for the run in reports (default: the model's name)
@@ -207,6 +245,10 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
     specs = _specs(_suite(suite))
     manifest = _run_manifest(model, len(mlps), cells, list(specs), suite, limit, label, eval_kwargs)
     _save_manifest(out / MANIFEST_FILE, manifest)   # first: refuses a folder holding another model's sweep
+    if budget is not None:
+        if limit is not None:
+            raise ValueError(f"pass limit ({limit}) or budget ({budget!r}), not both: a budget chooses each task's items")
+        specs = _budget_specs(model, tokenizer, specs, budget, len(cells), out, data_dir, progress, eval_kwargs)
     stats = _sweep_cells(model, tokenizer, manifest, specs, out, texts, data_dir, limit, progress, eval_kwargs)
     merged = _save_manifest(out / MANIFEST_FILE, manifest)
     if not stats["evaluated"] + stats["reused"]:

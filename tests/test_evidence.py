@@ -177,3 +177,60 @@ def test_planning_on_a_tiny_model_stays_within_its_budget(tok, data_dir, tmp_pat
     assert took >= 0.3 * budget, (took, plan, costs)          # and it spends the budget, not a fraction of it
     assert (ev.n.astype(int).values == plan.n.reindex(ev.task).values).all()    # each task ran its planned items
     print(f"pilot {pilot:.1f} s; planned {plan.n.to_dict()}; ran in {took:.1f} s of a {budget:.0f} s budget")
+
+
+# --- the evidence where a reader sees it: report, figure, sweep budget ---
+
+def test_report_results_csv_is_the_evidence_table(tmp_path):
+    import shutil
+    from glu_pruning.report import report
+    db = tmp_path / "quick.sqlite"
+    shutil.copy(QUICK_STORE, db)
+    page = report(db, explorer=False)
+    csv = pd.read_csv(page.with_name("results.csv"))
+    assert list(csv.columns) == ["model", "ratio", "criterion", "task", "metric", "group", "n", "value", "ci_low",
+                                 "ci_high", "delta", "delta_ci_low", "delta_ci_high", "significant", "at_chance"]
+    assert len(csv) == 5 * 11 and csv.significant.dtype == bool
+    md = page.with_name("report.md").read_text()
+    assert "## Precision" in md and "half-width reached" in md and "## Group means" in md
+    assert "Left out as at chance" in md and "arc_challenge" in md.split("Left out as at chance")[1]
+    assert "1.6e+03× [569×, 4.68e+03×] *" in md          # LAMBADA at 2.0x: a significant ratio, with its interval
+
+
+def test_dichotomy_draws_non_significant_changes_hollow_and_names_what_it_left_out():
+    from glu_pruning.evidence import NORMALISATIONS
+    from glu_pruning.plots import plot_dichotomy
+    ev = evidence(QUICK_STORE).assign(model="SmolLM2")
+    fig = plot_dichotomy(ev, paper=False, perplexity=True)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == NORMALISATIONS["chance"]
+    from matplotlib.collections import PathCollection
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]   # the per-task markers (scatter)
+    hollow = [c for c in dots if c.get_facecolors().size == 0]
+    filled = [c for c in dots if c.get_facecolors().size > 0]
+    n_hollow = sum(len(c.get_offsets()) for c in hollow)
+    shown = ev[~ev.at_chance]
+    assert n_hollow == (~shown.significant).sum() and sum(len(c.get_offsets()) for c in filled) == shown.significant.sum()
+    text = " ".join(t.get_text() for t in fig.texts)
+    assert "left out at chance" in text and "winogrande" in text
+    assert plot_dichotomy(ev, paper=False, norm="baseline").axes[0].get_ylabel() == NORMALISATIONS["baseline"]
+
+
+def test_sweep_with_a_time_budget_fits_it_and_a_rerun_reuses_the_plan(tok, data_dir, tmp_path):
+    import json
+    from glu_pruning.models import tiny_model
+    from glu_pruning.sweep import PLAN_FILE, sweep
+    model = tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok))
+    kw = dict(ratios=(1.5, 1.0), suite="quick:arc_challenge,piqa,winogrande", out=tmp_path / "run", progress=False)
+    t0 = time.perf_counter()
+    df = sweep(model, tok, budget=90, **kw)
+    took = time.perf_counter() - t0
+    plan = json.loads((tmp_path / "run" / PLAN_FILE).read_text())
+    assert took <= 1.2 * 90, (took, plan)
+    assert set(plan["n"]) == {"arc_challenge", "piqa", "winogrande"} and plan["variants"] == 3
+    assert df.groupby("task").n.first().to_dict() == plan["n"]          # every variant ran the planned items
+    t0 = time.perf_counter()
+    again = sweep(model, tok, budget=90, **kw)
+    assert again.attrs["evaluated"] == 0 and time.perf_counter() - t0 < 20   # no second pilot, nothing redone
+    with pytest.raises(ValueError, match="not both"):
+        sweep(model, tok, budget=90, limit=5, **kw)
