@@ -1,4 +1,4 @@
-"""`glu-prune`: one sub-command per verb, each defined next to the code it runs.
+"""glu-prune: one sub-command per verb, each defined next to the code it runs, with a worked example and its help.
 
 Docs: https://glu-pruning.github.io/glu_pruning/cli.html.md"""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse, importlib, shlex, sys
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'explain', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'explain', 'main', 'command_help']
 
 # %% ../nbs/18_cli.ipynb #122334cc
 COMMANDS: dict[str, tuple[str, str]] = {  # name: (module, one-line help)
@@ -68,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
               f"glu-prune {cmd}: unexpected error ({type(e).__name__}: {e}); rerun with --debug for the traceback "
               "and please report it.", file=sys.stderr)
         return 1
+
+# %% ../nbs/18_cli.ipynb #7cc18a6e
+def command_help(name: str) -> str:
+    "The `--help` text of sub-command `name`, exactly as `glu-prune NAME --help` prints it."
+    if name not in COMMANDS:
+        raise ValueError(f"unknown sub-command {name!r}; choose one of: {', '.join(COMMANDS)}")
+    import contextlib, io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try: main([name, "--help"])
+        except SystemExit: pass
+    return out.getvalue()
 
 # %% ../nbs/18_cli.ipynb #946de67d
 if __name__ == "__main__" and "__file__" in globals():  # `python -m glu_pruning.cli` (not when this notebook runs)

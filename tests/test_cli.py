@@ -92,3 +92,16 @@ def test_demo_prune_saves_reloads(tmp_path):
     assert "1536 → 1152" in r.stdout and "134,515,008 → 114,608,448" in r.stdout
     assert "before" in r.stdout and "after" in r.stdout and str(out) in r.stdout
     assert (out / "model.safetensors").exists() and (out / "pruning.json").exists()
+
+
+def test_cli_page_has_a_section_per_command():
+    "The CLI page (nbs/18_cli.ipynb) documents every sub-command in COMMANDS, with its generated --help."
+    from pathlib import Path
+    from glu_pruning.cli import COMMANDS, command_help
+    nb = json.loads((Path(__file__).parents[1] / "nbs" / "18_cli.ipynb").read_text())
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    missing = [n for n in COMMANDS if f"## glu-prune {n}\n" not in md or f'command_help("{n}")' not in code]
+    assert not missing, f"sub-commands without a section on the CLI page: {missing}"
+    assert "`" not in "".join(nb["cells"][0]["source"]).splitlines()[1]   # the subtitle: no literal backticks
+    assert command_help("sweep").startswith("usage: glu-prune sweep")
