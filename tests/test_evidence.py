@@ -162,7 +162,8 @@ def test_planning_on_a_tiny_model_stays_within_its_budget(tok, data_dir, tmp_pat
     kw = dict(progress=False, batch_size=8)
     run = lambda t, n: evaluate(models[0], tok, [replace(specs[t], limit=n)], store=":memory:", **kw)
     t0 = time.perf_counter()
-    costs = measure_costs(run, tasks, sizes={t: (4, 16) if t == "gsm8k" else (8, 32) for t in tasks}, progress=False)
+    costs = measure_costs(run, tasks, sizes={t: (4, 16) if t == "gsm8k" else (8, 32) for t in tasks}, warmup=0,
+                          model=models[0], progress=False)      # as a sweep times them
     pilot = time.perf_counter() - t0
     budget = 40.0
     plan = plan_items(costs, budget, variants=2).set_index("task")
@@ -174,7 +175,7 @@ def test_planning_on_a_tiny_model_stays_within_its_budget(tok, data_dir, tmp_pat
         ev = evidence(st)
     took = time.perf_counter() - t0
     assert took <= 1.2 * budget, (took, plan, costs)
-    assert took >= 0.3 * budget, (took, plan, costs)          # and it spends the budget, not a fraction of it
+    assert took >= 0.25 * budget, (took, plan, costs)         # and it spends the budget, not a fraction of it
     assert (ev.n.astype(int).values == plan.n.reindex(ev.task).values).all()    # each task ran its planned items
     print(f"pilot {pilot:.1f} s; planned {plan.n.to_dict()}; ran in {took:.1f} s of a {budget:.0f} s budget")
 
