@@ -137,6 +137,8 @@ class CalibrationTexts(list):
     "A list of calibration passages that remembers where they came from (`source`), for the records a pruned model keeps."
     def __init__(self, texts=(), source: str = "user texts"):
         super().__init__(texts); self.source = source
+    def __getitem__(self, i):   # a slice is still calibration text from the same source
+        return CalibrationTexts(super().__getitem__(i), self.source) if isinstance(i, slice) else super().__getitem__(i)
 
 @dataclass(frozen=True)
 class CalibrationSource:
