@@ -31,8 +31,8 @@ def _mark_baseline(d: pd.DataFrame) -> pd.DataFrame:
     top = d.groupby(["source", "model"]).ratio.transform("max")
     return d.assign(criterion=np.where(np.isclose(d.ratio, top), BASELINE, "ppm"))
 
-def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool) -> pd.DataFrame:
-    "Headline rows of your runs and the paper's, normalised to their baselines, in menu order (yours first)."
+def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool, first: str = "yours") -> pd.DataFrame:
+    "Headline rows of your runs and the paper's, normalised to their baselines, in menu order (`first`: yours or the paper's first)."
     frames = []
     if df is not None: frames.append(df.assign(source=df.source if "source" in df else "yours"))
     if paper is not False: frames.append(paper_results(None if paper is True else paper))
@@ -46,7 +46,9 @@ def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool
                                  f"{sorted(TASK_GROUPS)[:4]}…")
     n = normalise(d)   # per source and model: percent of the unpruned baseline
     n["is_base"] = n.criterion.map(is_baseline)
-    runs = {k: i for i, k in enumerate(dict.fromkeys(zip(n.source, n.model)))}   # yours first, in your order
+    keys = list(dict.fromkeys(zip(n.source, n.model)))   # yours first, in your order; the paper's after
+    if first == "paper": keys = [k for k in keys if k[0] == "paper"] + [k for k in keys if k[0] != "paper"]
+    runs = {k: i for i, k in enumerate(keys)}
     n["run"] = [runs[k] for k in zip(n.source, n.model)]
     order = {t: i for i, t in enumerate(HEADLINE)}
     return n.sort_values(["run", "group", "task"], key=lambda s: s.map(order) if s.name == "task" else s)
@@ -81,13 +83,24 @@ class _Traces:
         "Which traces a view shows: the model's, of the criterion (or of none), of the group (or every group)."
         return [m == model and c in (criterion, None) and (group == "all" or g in (group, None)) for m, c, g in self.tags]
 
-def _bars_at(mc: pd.DataFrame, ratio: float, tasks: list[str]) -> tuple[list, list, list]:
-    "Bar lengths, labels and label positions of `tasks` at one ratio; a missing cell or a zero baseline says so."
-    a = mc[np.isclose(mc.ratio, ratio)].set_index("task").reindex(tasks)
+def _not_significant(t: pd.DataFrame) -> pd.Series:
+    "Rows whose change against the baseline is not significant (tables without a `significant` column: none)."
+    if "significant" not in t: return pd.Series(False, index=t.index)
+    return t.significant.notna() & ~t.significant.fillna(True).astype(bool) & ~t.is_base
+
+def _at_chance(m: pd.DataFrame) -> list[str]:
+    "Tasks the table marks at chance for this model (any row: the baseline's own score is what decides it)."
+    if "at_chance" not in m: return []
+    return sorted(set(m[m.at_chance.fillna(False).astype(bool)].task))
+
+def _bars_at(mc: pd.DataFrame, ratio: float, tasks: list[str]) -> tuple[list, list, list, list]:
+    "Bar lengths, labels, label positions and hatching (not significant) of `tasks` at one ratio."
+    a = mc[np.isclose(mc.ratio, ratio)].drop_duplicates("task").set_index("task").reindex(tasks)
+    ns = _not_significant(a.dropna(subset=["is_base"])).reindex(tasks, fill_value=False)
     text = [("missing" if pd.isna(v) else f"no % of a baseline of 0 (now {v:.3g})" if pd.isna(p)
-             else f"{p:.0f} % ({v:.3g})") for p, v in zip(a.pct, a.value)]
+             else f"{p:.0f} % ({v:.3g})" + (", n.s." if s else "")) for p, v, s in zip(a.pct, a.value, ns)]
     pos = ["outside" if pd.isna(p) else "auto" for p in a.pct]   # an empty bar shows its text beside it
-    return a.pct.fillna(0).round(2).tolist(), text, pos
+    return a.pct.fillna(0).round(2).tolist(), text, pos, ["/" if s else "" for s in ns]
 
 def _opening(ratios: list[float]) -> int:
     "Index of the ratio a slider opens at: the pruned ratio nearest 2.4x."
@@ -99,13 +112,18 @@ def _add_curves(traces: _Traces, i: int, crit: str, mc: pd.DataFrame, groups: li
     import plotly.graph_objects as go
     for (grp, task), t in mc.groupby(["group", "task"], sort=False):
         t = t.sort_values("ratio")
+        sym = np.where(_not_significant(t), "circle-open", "circle").tolist()   # hollow: change not significant
         traces.add(go.Scatter(x=t.ratio, y=t.pct, mode="lines+markers", name=task, legendgroup=grp,
-                              line=dict(color=GROUP_COLORS[grp], width=1.3), marker=dict(size=4), opacity=0.55,
+                              line=dict(color=GROUP_COLORS[grp], width=1.3), marker=dict(size=6, symbol=sym),
+                              opacity=0.55,
                               visible=visible, showlegend=False,
                               hovertemplate=f"{task}<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, crit, grp, 1)
+    out = _at_chance(mc)   # at-chance tasks: a ratio of coin flips, left out of the means (and named)
     for grp in groups:
-        gm = mc[mc.group == grp].groupby("ratio").pct.mean().sort_index()
-        traces.add(go.Scatter(x=gm.index, y=gm.values, mode="lines", name=f"{grp} tasks (mean)", legendgroup=grp,
+        gm = mc[(mc.group == grp) & ~mc.task.isin(out)].groupby("ratio").pct.mean().sort_index()
+        left = sorted(set(mc[mc.group == grp].task) & set(out))
+        name = f"{grp} tasks (mean" + (f", without {', '.join(left)}: at chance)" if left else ")")
+        traces.add(go.Scatter(x=gm.index, y=gm.values, mode="lines", name=name, legendgroup=grp,
                               line=dict(color=GROUP_COLORS[grp], width=4), visible=visible,
                               hovertemplate=f"{grp} mean<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, crit, grp, 1)
 
@@ -116,7 +134,8 @@ def _slider_steps(ratios: list[float], bars: list[tuple], marker: int) -> list[d
         upd = [_bars_at(mc, r, tl) for _, mc, tl in bars]
         steps.append(dict(method="update", label=f"{r:.3g}x", args=[
             {"x": [u[0] for u in upd] + [[r, r]], "text": [u[1] for u in upd] + [["", ""]],
-             "textposition": [u[2] for u in upd] + [["top center"] * 2]}, {}, [k for k, _, _ in bars] + [marker]]))
+             "textposition": [u[2] for u in upd] + [["top center"] * 2],
+             "marker.pattern.shape": [u[3] for u in upd] + [None]}, {}, [k for k, _, _ in bars] + [marker]]))
     return steps
 
 # %% ../nbs/15_explorer.ipynb #figmodel
@@ -135,9 +154,10 @@ def _add_model(traces: _Traces, i: int, m: pd.DataFrame, label: str) -> dict:
         mc, shown = m[(m.criterion == c) | m.is_base], i == 0 and c == crits[0]
         _add_curves(traces, i, c, mc, groups, shown)
         for grp in groups:
-            x0, t0, p0 = _bars_at(mc, ratios[start], tasks[grp])
+            x0, t0, p0, h0 = _bars_at(mc, ratios[start], tasks[grp])   # hatched: change not significant
             k = traces.add(go.Bar(x=x0, y=tasks[grp], orientation="h", text=t0, textposition=p0, showlegend=False,
-                                  cliponaxis=False, marker_color=GROUP_COLORS[grp], name=f"{grp} at ratio", visible=shown,
+                                  cliponaxis=False, marker=dict(color=GROUP_COLORS[grp], pattern=dict(shape=h0)),
+                                  name=f"{grp} at ratio", visible=shown,
                                   hovertemplate="%{y}: %{x:.1f} % of baseline<extra></extra>"), i, c, grp, 2)
             bars.append((k, mc, tasks[grp]))
     return dict(label=label, crits=crits, groups=["all"] + groups, tasks=tasks, start=start, marker=marker,
@@ -211,10 +231,11 @@ def explorer_figure(df: pd.DataFrame | None = None, # your tidy results (a `sour
                     paper: bool | str = True,   # add the paper's models (True, "1B", "3B") or not (False)
                     perplexity: bool = False,   # include perplexity tasks (inverted: baseline / value)
                     height: int = 640,          # figure height in pixels
+                    first: str = "yours",       # the model the figure opens on: your first run, or "paper" (Llama-3.2-1B)
                    ):
     "A plotly figure with a ratio slider and model, task-group and criterion menus: per-task % of baseline, curves and bars."
     from plotly.subplots import make_subplots
-    n = _explorer_table(df, paper, perplexity)
+    n = _explorer_table(df, paper, perplexity, first)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.56, 0.44], horizontal_spacing=0.16,
                         subplot_titles=("% of unpruned score along the ratios", "at the chosen ratio"))
     traces = _Traces(fig)
@@ -342,6 +363,9 @@ class ExplorerPanel:
         n, r, grp = self.current(), self.ratio.value, self.group.value
         self.table.value = _table_html(n, r, grp)
         sub = n if grp == "all" else n[n.group == grp]
+        ev = [c for c in ("delta", "significant", "at_chance") if c in sub and sub[c].isna().all()]
+        sub = sub.drop(columns=ev)   # the paper's rows carry no intervals: drawn as plain % of baseline
+        sub = sub.astype({c: bool for c in ("significant", "at_chance") if c in sub})   # object after a merge with them
         fig = plot_dichotomy(sub.drop(columns=["pct", "pct_se", "base", "base_ratio"]), paper=False, height=4.5)
         fig.axes[0].axvline(r, color="#333", ls=":", lw=1.5)
         fig.axes[0].set_title(f"{_label(self.model.value, sub.source.iloc[0])} · {self.criterion.value} · at {r:.3g}x")

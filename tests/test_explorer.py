@@ -152,3 +152,52 @@ def test_live_mode_prunes_and_caches(smollm2):
     assert set(w.live.cache) == {None, 2.4, 1.6}
     w.ratio.value = 2.67                                   # the model's own ratio: the unpruned model, no pruning
     assert "unpruned" in w.live.out.value and set(w.live.cache) == {None, 2.4, 1.6}
+
+
+def evidence_run():
+    "`user_run` as an evidence table: arc_challenge at chance, only the 1.6x changes significant."
+    df = user_run(criteria=("ppm",)).assign(group=lambda d: d.task.map({"mmlu": "fragile", "arc_challenge": "fragile",
+                                                                        "ifeval": "robust", "truthfulqa_mc2": "robust"}))
+    base = df[df.criterion == "none"].set_index("task").value
+    d = df.value - df.task.map(base)
+    return df.assign(n=200, ci_low=df.value - 0.05, ci_high=df.value + 0.05, delta=d, delta_ci_low=d - 0.04,
+                     delta_ci_high=d + 0.04, significant=(df.ratio == 1.6), at_chance=df.task == "arc_challenge")
+
+
+def test_figure_draws_changes_that_are_not_significant_hollow_and_hatched():
+    fig = explorer_figure(evidence_run(), paper=False)
+    line = next(t for t in fig.data if t.type == "scatter" and t.name == "mmlu")
+    sym = dict(zip(line.x, line.marker.symbol))
+    assert sym[1.6] == "circle" and sym[2.0] == "circle-open" and sym[2.4] == "circle-open" and sym[2.67] == "circle"
+    k = bar_trace(fig, 0, "ppm", "fragile")
+    assert fig.layout.sliders[0].active == 1                                   # opens at 2.4x: not significant
+    assert list(fig.data[k].marker.pattern.shape) == ["/", "/"] and "n.s." in fig.data[k].text[0]
+    step = fig.layout.sliders[0].steps[3]                                      # 1.6x: significant, solid bars
+    assert step.args[0]["marker.pattern.shape"][list(step.args[2]).index(k)] == ["", ""]
+    plain = explorer_figure(user_run(), paper=False)                           # no `significant` column: all solid
+    assert set(plain.data[bar_trace(plain, 0, "ppm", "fragile")].marker.pattern.shape) == {""}
+
+
+def test_figure_leaves_at_chance_tasks_out_of_group_means_and_says_so():
+    fig = explorer_figure(evidence_run(), paper=False)
+    means = {t.name: t for t in fig.data if t.type == "scatter" and "mean" in t.name}
+    assert set(means) == {"fragile tasks (mean, without arc_challenge: at chance)", "robust tasks (mean)"}
+    mmlu = next(t for t in fig.data if t.type == "scatter" and t.name == "mmlu")
+    assert list(means["fragile tasks (mean, without arc_challenge: at chance)"].y) == pytest.approx(sorted(mmlu.y))
+
+
+def test_figure_can_open_on_the_paper_with_your_run_one_menu_away():
+    fig = explorer_figure(evidence_run(), first="paper")
+    assert fig.layout.meta["models"] == ["Llama-3.2-1B (paper)", "Llama-3.2-3B (paper)", "SmolLM2-135M-Instruct"]
+    assert {t.meta["model"] for t in fig.data if t.visible} == {0} and fig.layout.sliders[0].visible
+    paper_lines = [t for t in fig.data if t.meta["model"] == 0 and t.type == "scatter" and t.meta["group"]]
+    assert {s for t in paper_lines for s in np.atleast_1d(t.marker.symbol) if s is not None} <= {"circle"}
+    assert fig.layout.updatemenus[0].buttons[2].label == "SmolLM2-135M-Instruct"
+
+
+def test_widget_draws_an_evidence_table_and_the_paper_beside_it():
+    w = explorer(evidence_run())
+    assert w.model.value == "SmolLM2-135M-Instruct" and len(w.figure.value) > 10_000
+    f0 = w.figure.value
+    w.model.value = "meta-llama/Llama-3.2-1B"                                  # no intervals: drawn as before
+    assert w.figure.value != f0 and "146.5 %" in w.table.value
