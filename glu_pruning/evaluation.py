@@ -81,7 +81,7 @@ def use_chat_template(task: str, tokenizer, apply_chat_template: bool | None = N
 
 def cell_config(spec: TaskSpec, seed: int | None = 0, chat_template: bool = False,
                 generation_kwargs: dict | None = None, max_length: int = DEFAULT_MAX_LENGTH,
-                sample_seed: int = 0) -> dict:
+                sample_seed: int = 0, sample_start: int = 0) -> dict:
     "The store config of one (task, seed) cell."
     out, default, sampler = task_info(spec.task)
     n_shot = spec.n_shot if spec.n_shot is not None else (default or 0)
@@ -92,7 +92,8 @@ def cell_config(spec: TaskSpec, seed: int | None = 0, chat_template: bool = Fals
     seeded = (n_shot > 0 and sampler != "first_n") or bool((gen or {}).get("do_sample"))
     from packaging.version import Version
     v = Version(__version__)
-    return dict(n_shot=n_shot, limit=spec.limit, sample_seed=sample_seed if spec.limit else None,
+    block = {"sample_start": sample_start} if sample_start and spec.limit else {}   # a later block: its own cell
+    return dict(n_shot=n_shot, limit=spec.limit, sample_seed=sample_seed if spec.limit else None, **block,
                 subtasks=list(spec.subtasks) if spec.subtasks else None,
                 seed=seed if seeded else None, chat_template=bool(chat_template), gen_kwargs=gen or None,
                 max_length=max_length, lm_eval=lm_eval_version(), glu_pruning=f"{v.major}.{v.minor}")
@@ -102,11 +103,14 @@ def sample_items(task: str,              # the lm-eval (leaf) task name
                  n: int,                 # items in its evaluation split
                  k: int | None,          # how many to take (None or >= n: all)
                  seed: int = 0,          # the sample's seed
+                 start: int = 0,         # where in the seeded order to start: block j of size k starts at j·k
                 ) -> list[int] | None:
-    "Sorted indices of a seeded random sample of `k` of a task's `n` items (None: all of them)."
-    if k is None or k >= n: return None
+    "Sorted indices of a seeded random sample of `k` of a task's `n` items, from `start` in its order (None: all of them)."
+    if k is None or (k >= n and not start): return None
+    if not 0 <= start < n:
+        raise ValueError(f"sample start {start} is outside the {n} items of {task}; start a block at 0 to {n - 1}")
     order = random.Random(f"{task}/{seed}").sample(range(n), n)   # str seeds hash with SHA-512: stable everywhere
-    return sorted(order[:k])
+    return sorted(order[start:start + k])
 
 # %% ../nbs/11_evaluation.ipynb #09b3a26c
 _AGG = {"mean": "mean", "perplexity": "perplexity", "weighted_perplexity": "perplexity",
@@ -242,10 +246,10 @@ def _load_task(spec: TaskSpec, source, conf: dict, mute=contextlib.nullcontext):
     return tm, loaded
 
 # %% ../nbs/11_evaluation.ipynb #088c22cf
-def _samples(tasks: dict, limit: int | None, seed: int | None) -> dict | None:
+def _samples(tasks: dict, limit: int | None, seed: int | None, start: int = 0) -> dict | None:
     "{leaf: sampled doc indices} for lm-eval's `samples=` (None: every item of every leaf)."
     if not limit: return None
-    out = {name: sample_items(name, len(t.eval_docs), limit, seed or 0) for name, t in tasks.items()}
+    out = {name: sample_items(name, len(t.eval_docs), limit, seed or 0, start) for name, t in tasks.items()}
     out = {k: v for k, v in out.items() if v is not None}
     return out or None
 
@@ -280,7 +284,7 @@ def _run_cell(lm, spec, source, conf, log_samples=True, progress=True, generatio
     with rows_per_batch(lm, generation_batch_size if gen else None), mute(), quiet(), \
          _env(DISABLE_MULTIPROC="1"), no_env_probe():
         r = simple_evaluate(lm, tasks=[top], task_manager=tm, num_fewshot=conf["n_shot"],
-                            samples=_samples(loaded["tasks"], spec.limit, conf["sample_seed"]),
+                            samples=_samples(loaded["tasks"], spec.limit, conf["sample_seed"], conf.get("sample_start", 0)),
                             log_samples=log_samples or gen, gen_kwargs=conf["gen_kwargs"],
                             apply_chat_template=chat, fewshot_as_multiturn=chat,
                             bootstrap_iters=STDERR_BOOTSTRAP_ITERS, random_seed=s, numpy_random_seed=1234 + s,
@@ -292,13 +296,13 @@ def _run_cell(lm, spec, source, conf, log_samples=True, progress=True, generatio
     return metrics, (items if log_samples else [])
 
 # %% ../nbs/11_evaluation.ipynb #df486a7d
-def _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed) -> list:
+def _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed, sample_start=0) -> list:
     "[(spec, cell config)] to run: one per task and seed, a seed-free task once."
     todo = []
     for spec in specs:
         chat = use_chat_template(spec.task, tokenizer, apply_chat_template)
         for seed in dict.fromkeys(seeds):
-            conf = cell_config(spec, seed, chat, generation_kwargs, max_length, sample_seed)
+            conf = cell_config(spec, seed, chat, generation_kwargs, max_length, sample_seed, sample_start)
             if (spec, conf) not in todo: todo.append((spec, conf))
     return todo
 
@@ -317,6 +321,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
              store=None,                # a `Store` or a path: finished cells are skipped, new ones written
              limit: int | None = None,  # override: a seeded random sample of N items of every task
              sample_seed: int = 0,      # the seed of that sample (the same for every variant: paired comparisons)
+             sample_start: int = 0,     # where the sample starts in the seeded order (blocks of `limit` items: j·limit)
              num_fewshot: int | None = None, # override: shots for every task (lm-eval keeps explicit zeros)
              seeds=(0,),                # few-shot seeds; tasks without randomness run once
              apply_chat_template: bool | None = None, # None: for generation tasks when the tokenizer has one
@@ -337,7 +342,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
     fp, max_length = info["fingerprint"], max_length or min(_context_length(model), DEFAULT_MAX_LENGTH)
     st, own = open_store(store if store is not None else ":memory:", create=True)
     st.add_variant(**info)
-    todo = _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed)
+    todo = _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed, sample_start)
     pending = [(s, c) for s, c in todo if not st.is_done(fp, s.task, c)]
     unavailable, lm, cache = {}, None, {}
     bar = tqdm(pending, desc=f"evaluating {info['model']} {info['ratio']}x", disable=not progress or not pending)

@@ -430,3 +430,13 @@ def test_cli_eval_with_a_data_criterion(tmp_path, data_dir, capsys):
                  "--device", "cpu"]) == 0
     assert "with wanda" in capsys.readouterr().err
     assert results(store).criterion.tolist() == ["wanda"]
+
+
+def test_sample_blocks_tile_the_seeded_order():
+    "Block j of size k is order[j·k : (j+1)·k]: blocks are disjoint, block 0 is the plain sample, and together they nest."
+    from glu_pruning.evaluation import sample_items
+    b = [set(sample_items("arc_challenge", 1172, 10, 0, start=10 * j)) for j in range(3)]
+    assert b[0] == set(sample_items("arc_challenge", 1172, 10)) and not (b[0] & b[1]) and not (b[1] & b[2])
+    assert b[0] | b[1] | b[2] == set(sample_items("arc_challenge", 1172, 30))
+    assert sample_items("arc_challenge", 25, 10, start=20) == sorted(set(range(25)) - set(sample_items("arc_challenge", 25, 20)))
+    with pytest.raises(ValueError, match="sample start 30 is outside the 25 items"): sample_items("arc_challenge", 25, 10, start=30)
