@@ -219,6 +219,50 @@ def _budget_specs(model, tokenizer, specs: dict, budget, variants: int, out: Pat
                        f"task: {', '.join(f'{t} {k}' for t, k in n.items())}", file=sys.stderr)
     return {t: replace(s, limit=n[t]) if t in n else s for t, s in specs.items()}
 
+def _block_done(store, fps: list[str], task: str, block: int, start: int) -> bool:
+    "Whether every variant already has the cell of this block of `task` (so no pruned copy is made for nothing)."
+    def has(fp):
+        rows = store.con.execute("SELECT config FROM cells WHERE fingerprint=? AND task=?", (fp, task)).fetchall()
+        cs = [json.loads(r[0]) for r in rows]
+        return any(c.get("limit") == block and c.get("sample_start", 0) == start for c in cs)
+    return all(has(fp) for fp in fps)
+
+def _halfwidths(path: Path, fps: set, tasks: list[str]) -> dict:
+    "{task: the widest 95 % half-width of its headline changes against the baseline} (inf while one has none)."
+    from glu_pruning.evidence import evidence
+    ev = evidence(path, tasks=tasks)
+    ev = ev[~ev.criterion.map(is_baseline).astype(bool)]
+    hw = ((ev.delta_ci_high - ev.delta_ci_low) / 2).fillna(math.inf)
+    return hw.groupby(ev.task).max().to_dict()
+
+def _target_ci(model, tokenizer, manifest: dict, specs: dict, out: Path, target: float, budget, texts, data_dir,
+               progress: bool, eval_kwargs: dict) -> pd.DataFrame:
+    "Block 0 is the sweep's own sample; add seeded blocks of each task's items until `glu_pruning.evidence.sequential` stops."
+    from glu_pruning.evidence import parse_budget, sequential
+    from glu_pruning.store import Store
+    from glu_pruning.tasks import TASKS
+    tasks = [t for t in specs if t not in manifest["unavailable"]]
+    avail = {t: math.ceil(TASKS[t].items / specs[t].limit) if t in TASKS and TASKS[t].items else math.inf for t in tasks}
+    fps, scores, store = [c["fingerprint"] for c in manifest["cells"]], {}, Store(out / STORE_FILE)
+    def run_block(task, k):
+        spec, start = specs[task], k * specs[task].limit
+        if _block_done(store, fps, task, spec.limit, start): return   # stored: never redone
+        for cell in manifest["cells"]:
+            variant = _variant(model, cell, scores, tokenizer, texts, data_dir)
+            _evaluate_cell(variant, cell["fingerprint"], tokenizer, spec, store, manifest, progress, data_dir=data_dir,
+                           sample_start=start, **eval_kwargs)
+            variant = None
+            _free()
+    try:
+        with _quiet_bars(progress):
+            done = sequential(run_block, lambda: _halfwidths(out / STORE_FILE, set(fps), tasks), tasks, target=target,
+                              blocks=avail, budget=budget, progress=False)
+    finally: store.close()
+    done["n"] = [min(b * specs[t].limit, TASKS[t].items if t in TASKS else math.inf) for t, b in zip(done.task, done.blocks)]
+    if progress: print("sweep: target ±" + f"{target:g}: " + ", ".join(f"{r.task} n={r.n} ±{r.halfwidth:.3f} ({r.stopped})"
+                                                                    for r in done.itertuples()), file=sys.stderr)
+    return done
+
 def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `load_model`
           tokenizer=None,            # its tokenizer (loaded with the model when `model` is a name)
           ratios=(2.4, 2.0, 1.6),    # target expansion ratios (the baseline is always included)
@@ -228,6 +272,8 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
           percents=(),               # targets as percentages of neurons pruned (the paper's 10 … 60)
           limit: int | None = None,  # override: first N items of every task
           budget=None,               # time for the whole sweep ("15m", seconds): per-task items planned to fit it
+          target_ci: float | None = None, # add seeded blocks of items until every headline change's 95 % half-width is at most this
+          block: int | None = None,  # items per block with `target_ci` (default: each task's suite limit, else 32)
           data_dir=None,             # offline data folder (default $GLU_PRUNING_DATA)
           texts: list[str] | None = None, # calibration passages for data criteria (default: `calibration_texts()`)
           label: str | None = None,  # a name for the run in reports (default: the model's name)
@@ -245,11 +291,23 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
     specs = _specs(_suite(suite))
     manifest = _run_manifest(model, len(mlps), cells, list(specs), suite, limit, label, eval_kwargs)
     _save_manifest(out / MANIFEST_FILE, manifest)   # first: refuses a folder holding another model's sweep
-    if budget is not None:
+    if target_ci is not None:   # blocks of items instead of one sample; `budget` bounds the blocks added
+        import time
+        from dataclasses import replace
+        from glu_pruning.evidence import parse_budget
+        if not target_ci > 0: raise ValueError(f"target_ci must be a positive half-width such as 0.03, got {target_ci!r}")
+        size = block or limit
+        specs = {t: replace(s, limit=size or s.limit or 32) for t, s in specs.items()}
+        limit, t0 = None, time.monotonic()
+    elif budget is not None:
         if limit is not None:
             raise ValueError(f"pass limit ({limit}) or budget ({budget!r}), not both: a budget chooses each task's items")
         specs = _budget_specs(model, tokenizer, specs, budget, len(cells), out, data_dir, progress, eval_kwargs)
     stats = _sweep_cells(model, tokenizer, manifest, specs, out, texts, data_dir, limit, progress, eval_kwargs)
+    if target_ci is not None and stats["evaluated"] + stats["reused"]:
+        left = None if budget is None else max(0.0, parse_budget(budget) - (time.monotonic() - t0))
+        done = _target_ci(model, tokenizer, manifest, specs, out, target_ci, left, texts, data_dir, progress, eval_kwargs)
+        manifest["target_ci"] = dict(target=target_ci, tasks=done.to_dict("records"))
     merged = _save_manifest(out / MANIFEST_FILE, manifest)
     if not stats["evaluated"] + stats["reused"]:
         raise FileNotFoundError(f"none of the tasks {list(specs)} has its data here and none is in {out / STORE_FILE}; "

@@ -262,3 +262,30 @@ def test_report_of_a_store_written_by_eval(tiny_dir, data_dir, tmp_path):
     assert sorted(pd.read_csv(db.parent / "report" / "results.csv").ratio.unique()) == [2.0, 2.5]
     r = glu("report", db, "--no-explorer")
     assert r.returncode == 0 and (tmp_path / "evals" / "results-report" / "report.html").exists(), r.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def tok(smollm2):
+    return smollm2[1]
+
+
+def test_sweep_target_ci_adds_seeded_blocks_and_a_rerun_redoes_none(tok, data_dir, tmp_path):
+    "--target-ci: blocks of 6 items are added until the target, the items or the budget stop it; stored blocks are reused."
+    from glu_pruning.evidence import evidence
+    from glu_pruning.models import tiny_model
+    from glu_pruning.sweep import sweep
+    model = tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok))
+    kw = dict(ratios=(1.0,), suite="quick:lambada_openai", out=tmp_path / "run", progress=False, block=6)  # perplexity: never exact
+    sweep(model, tok, target_ci=1e-9, budget=45, **kw)                    # a target no interval reaches: the budget stops it
+    m = json.loads((tmp_path / "run" / MANIFEST_FILE).read_text())["target_ci"]
+    (row,) = m["tasks"]
+    assert row["stopped"] == "budget" and row["blocks"] >= 2 and row["n"] == 6 * row["blocks"]
+    cells = finished_cells(tmp_path / "run" / STORE_FILE)
+    assert len(cells) == 2 * row["blocks"]                               # every block on both variants
+    ev = evidence(tmp_path / "run" / STORE_FILE)
+    assert set(ev.n) == {6 * row["blocks"]}                              # the blocks pool into one paired sample
+    again = sweep(model, tok, target_ci=1e6, **kw)                       # any interval meets it: stops on the target
+    (row2,) = json.loads((tmp_path / "run" / MANIFEST_FILE).read_text())["target_ci"]["tasks"]
+    assert row2["stopped"] == "target" and again.attrs["evaluated"] == 0
+    assert len(finished_cells(tmp_path / "run" / STORE_FILE)) == len(cells)   # nothing new evaluated
+    with pytest.raises(ValueError, match="target_ci must be a positive"): sweep(model, tok, target_ci=0, **kw)
