@@ -348,6 +348,9 @@ def cli_sweep(p):
     p.add_argument("--limit", type=int, help="a seeded random sample of N items of every task, the same for every variant")
     p.add_argument("--budget", help="time for the whole sweep, e.g. 15m: times a few items of each task here, then "
                    "picks per-task item counts that fit it, where they narrow the intervals most (instead of --limit)")
+    p.add_argument("--target-ci", type=float, help="instead of one sample: add seeded blocks of items until every "
+                   "headline change's 95 %% half-width is at most this (e.g. 0.03), the items run out or --budget is spent")
+    p.add_argument("--block", type=int, help="items per block with --target-ci (default: each task's suite limit, else 32)")
     p.add_argument("--data-dir", help="offline benchmark data (default: $GLU_PRUNING_DATA)")
     p.add_argument("--out", required=True, help="run directory (store + manifest); rerun to resume")
     p.add_argument("--batch-size", type=int, default=8)
@@ -362,6 +365,7 @@ def cli_sweep(p):
         ratios = a.ratios if a.ratios is not None else ([] if a.percents else [2.4, 2.0, 1.6])
         df = sweep(model, tok, ratios=ratios, percents=a.percents,
                    criteria=a.criteria, suite=suite, out=a.out, limit=a.limit, budget=a.budget, data_dir=a.data_dir,
+                   target_ci=a.target_ci, block=a.block,
                    batch_size=a.batch_size, apply_chat_template=a.chat_template, seeds=a.seeds)
         print(f"{df.attrs['evaluated']} cells evaluated, {df.attrs['reused']} reused; results in {Path(a.out) / STORE_FILE}")
         if a.report: print(f"report: {report(a.out).resolve()}")

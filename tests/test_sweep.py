@@ -169,6 +169,9 @@ def test_sweep_cli_passes_chat_template_and_seeds(tmp_path, monkeypatch):
     monkeypatch.setattr(sw, "load_model", lambda *a, **k: (None, None))
     assert main(["sweep", "tiny", "--ratios", "2.0", "--out", str(tmp_path), "--chat-template", "--seeds", "0", "1"]) in (0, None)
     assert got["apply_chat_template"] is True and got["seeds"] == [0, 1] and got["ratios"] == [2.0]
+    assert got["target_ci"] is None and got["block"] is None
+    assert main(["sweep", "tiny", "--out", str(tmp_path), "--target-ci", "0.03", "--block", "16", "--budget", "10m"]) in (0, None)
+    assert got["target_ci"] == 0.03 and got["block"] == 16 and got["budget"] == "10m"
 
 
 def test_data_criteria_calibrate_on_text_no_task_scores(data_dir, tmp_path):
