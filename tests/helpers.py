@@ -76,3 +76,13 @@ def tiny_folder(out_dir, model_type: str = "llama", tokenizer: bool = True, max_
         t.pre_tokenizer = pre_tokenizers.Whitespace()
         PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(out)
     return out
+
+
+def tiny_with_smollm2_tokenizer(out_dir) -> Path:
+    "A tiny Llama folder (hidden 64, 160 neurons: 2.5x) with SmolLM2's real tokenizer: CLI runs take seconds."
+    from transformers import AutoTokenizer
+    from glu_pruning.models import DEFAULT_MODEL, gguf_to_plain, resolve_alias, tiny_model
+    out = Path(out_dir)
+    tiny_model(vocab=49152).save_pretrained(out)
+    AutoTokenizer.from_pretrained(gguf_to_plain(resolve_alias(DEFAULT_MODEL))).save_pretrained(out)
+    return out

@@ -121,12 +121,8 @@ def test_stats_of_saved_pruned_model(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     "A tiny model folder with SmolLM2's tokenizer (so `load_model` and readable prompts work, fast)."
-    from transformers import AutoTokenizer
-    from glu_pruning.models import DEFAULT_MODEL, gguf_to_plain, resolve_alias
-    d = tmp_path_factory.mktemp("m") / "tiny"
-    tiny_model(vocab=49152).save_pretrained(d)
-    AutoTokenizer.from_pretrained(gguf_to_plain(resolve_alias(DEFAULT_MODEL))).save_pretrained(d)
-    return d
+    from helpers import tiny_with_smollm2_tokenizer
+    return tiny_with_smollm2_tokenizer(tmp_path_factory.mktemp("m") / "tiny")
 
 
 QUICK = ["--prompt-tokens", "8", "--new-tokens", "3", "--repeats", "1", "--warmup", "0"]

@@ -193,12 +193,8 @@ def test_data_criteria_calibrate_on_text_no_task_scores(data_dir, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     "A tiny Llama folder (hidden 64, 160 neurons: 2.5x) with SmolLM2's tokenizer, so real CLI sweeps take seconds."
-    from transformers import AutoTokenizer
-    from glu_pruning.models import DEFAULT_MODEL, gguf_to_plain, resolve_alias, tiny_model
-    d = tmp_path_factory.mktemp("m") / "tiny"
-    tiny_model(vocab=49152).save_pretrained(d)
-    AutoTokenizer.from_pretrained(gguf_to_plain(resolve_alias(DEFAULT_MODEL))).save_pretrained(d)
-    return d
+    from helpers import tiny_with_smollm2_tokenizer
+    return tiny_with_smollm2_tokenizer(tmp_path_factory.mktemp("m") / "tiny")
 
 
 def _save_many(args):
