@@ -299,6 +299,16 @@ def item_sd(ev: pd.DataFrame | None = None, # an `evidence` table of a pilot or 
             for t in tasks}
 
 # %% ../nbs/08_evidence.ipynb #ff6089d6
+def _fit_minimum(c: pd.DataFrame, seconds: float, variants: int, min_items: int) -> tuple[pd.DataFrame, list]:
+    "Leave out the tasks whose minimum run costs most until `min_items` of each remaining task fit `seconds`."
+    once = c.load_s if "load_s" in c else 0 * c.fixed_s
+    least = once + variants * (c.fixed_s + c.item_s.clip(1e-6) * min_items)   # each task's cheapest useful run
+    dropped = []
+    while len(c) > 1 and least[c.index].sum() > seconds:
+        worst = least[c.index].idxmax()
+        dropped.append(worst); c = c.drop(worst)
+    return c, dropped
+
 def plan_items(costs: pd.DataFrame,      # per task: fixed_s, item_s and optionally load_s (from `measure_costs`)
                budget,                   # seconds, or text like "15m"
                variants: int = 1,        # models that run every task (the baseline and each pruned variant)
@@ -309,10 +319,12 @@ def plan_items(costs: pd.DataFrame,      # per task: fixed_s, item_s and optiona
                min_items: int = 2,       # no task gets fewer (an interval needs two items)
                spent: float = 0.0,       # seconds of the budget already used (e.g. by the pilot)
                ci: float = 0.95,
-              ) -> pd.DataFrame:
+               drop: bool = False,       # when even `min_items` of every task do not fit: leave out the costliest
+              ) -> pd.DataFrame:          #   tasks (named in `attrs["dropped"]`) instead of failing
     "Items per task that fit `budget` and minimise the sum of the expected half-widths of the headline changes."
     total = parse_budget(budget)
-    c = costs.set_index("task")
+    c, dropped = costs.set_index("task"), []
+    if drop: c, dropped = _fit_minimum(c, total - spent, variants, min_items)
     tasks = list(c.index)
     sd = {t: s for t, s in (sd or {}).items()} | {t: s for t, s in item_sd(None, tasks).items() if t not in (sd or {})}
     hi = np.array([float((pool or {}).get(t, TASKS[t].items if t in TASKS else 10**6)) for t in tasks])
@@ -340,7 +352,7 @@ def plan_items(costs: pd.DataFrame,      # per task: fixed_s, item_s and optiona
     out = pd.DataFrame(dict(task=tasks, n=n.astype(int), seconds=once + variants * (f + cost * n),
                             halfwidth=z * np.array([sd[t] for t in tasks]) / np.sqrt(n),
                             at_chance=[t in set(at_chance) for t in tasks]))
-    out.attrs.update(budget=total, spent=spent, planned=spent + out.seconds.sum(), variants=variants)
+    out.attrs.update(budget=total, spent=spent, planned=spent + out.seconds.sum(), variants=variants, dropped=dropped)
     return out
 
 # %% ../nbs/08_evidence.ipynb #6ccc66c5

@@ -195,7 +195,8 @@ def _budget_specs(model, tokenizer, specs: dict, budget, variants: int, out: Pat
     seconds, path = parse_budget(budget), out / PLAN_FILE
     saved = json.loads(path.read_text()) if path.exists() else {}
     if saved.get("budget_s") == seconds and saved.get("variants") == variants and set(saved.get("n", {})) <= set(specs):
-        return {t: replace(s, limit=saved["n"][t]) if t in saved["n"] else s for t, s in specs.items()}
+        return {t: replace(s, limit=saved["n"][t]) if t in saved["n"] else s for t, s in specs.items()
+                if t not in saved.get("dropped", [])}
     prior = evidence(out / STORE_FILE) if (out / STORE_FILE).exists() else None   # an earlier run of this folder
     gone, t0 = set(), time.perf_counter()
     cap = {t: s.max_gen_toks for t, s in specs.items()   # generation: timed with a low cap, scaled to the real one
@@ -211,13 +212,15 @@ def _budget_specs(model, tokenizer, specs: dict, budget, variants: int, out: Pat
     costs = costs[~costs.task.isin(gone)]
     at = sorted(set(prior[prior.at_chance].task)) if prior is not None and len(prior) else []
     plan = plan_items(costs, seconds, variants=variants, sd=item_sd(prior, list(costs.task)), at_chance=at,
-                      spent=time.perf_counter() - t0)
-    n = dict(zip(plan.task, plan.n.astype(int).tolist()))
-    _write_json(path, dict(budget_s=seconds, variants=variants, n=n, pilot_s=plan.attrs["spent"],
+                      spent=time.perf_counter() - t0, drop=True)
+    n, dropped = dict(zip(plan.task, plan.n.astype(int).tolist())), plan.attrs["dropped"]
+    _write_json(path, dict(budget_s=seconds, variants=variants, n=n, dropped=dropped, pilot_s=plan.attrs["spent"],
                            planned_s=plan.attrs["planned"], at_chance=at, costs=costs.to_dict("records")))
     if progress: print(f"sweep: {seconds:.0f} s budget, {plan.attrs['spent']:.0f} s of it timing the tasks; items per "
                        f"task: {', '.join(f'{t} {k}' for t, k in n.items())}", file=sys.stderr)
-    return {t: replace(s, limit=n[t]) if t in n else s for t, s in specs.items()}
+    if dropped: print(f"sweep: left out {', '.join(dropped)}: even 2 items of each do not fit the {budget} budget on "
+                      "this machine (raise the budget to include them)", file=sys.stderr)
+    return {t: replace(s, limit=n[t]) if t in n else s for t, s in specs.items() if t not in dropped}
 
 def _block_done(store, fps: list[str], task: str, block: int, start: int) -> bool:
     "Whether every variant already has the cell of this block of `task` (so no pruned copy is made for nothing)."

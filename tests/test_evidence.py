@@ -235,3 +235,15 @@ def test_sweep_with_a_time_budget_fits_it_and_a_rerun_reuses_the_plan(tok, data_
     assert again.attrs["evaluated"] == 0 and time.perf_counter() - t0 < 20   # no second pilot, nothing redone
     with pytest.raises(ValueError, match="not both"):
         sweep(model, tok, budget=90, limit=5, **kw)
+
+
+def test_a_budget_too_small_for_every_task_leaves_out_the_costliest_when_asked():
+    from glu_pruning.evidence import plan_items
+    costs = pd.DataFrame(dict(task=["piqa", "arc_challenge", "ifeval"], fixed_s=[1.0, 1.0, 5.0],
+                              item_s=[0.2, 0.3, 60.0]))
+    with pytest.raises(ValueError, match="cannot run 3 tasks"):
+        plan_items(costs, "2m", variants=5)                       # 5 variants × 2 IFEval items = 600 s alone
+    plan = plan_items(costs, "2m", variants=5, drop=True)
+    assert plan.attrs["dropped"] == ["ifeval"] and list(plan.task) == ["piqa", "arc_challenge"]
+    assert plan.attrs["planned"] <= 120 * 1.2 and (plan.n >= 2).all()
+    assert plan_items(costs, "2h", variants=5, drop=True).attrs["dropped"] == []
