@@ -259,7 +259,8 @@ def _plain(s: str) -> str:
     s = re.sub(r"<[^>]+>", " ", s)
     s = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", s)            # [text](url) -> text
     s = _html.unescape(s).replace("`", "").replace("*", "").replace("_", " ")
-    return " ".join(s.split())
+    s = " ".join(s.split())
+    return re.sub(r"\s+([,.;:!?)\]])", r"\1", re.sub(r"([(\[])\s+", r"\1", s))   # tags left spaces by punctuation
 
 
 def introductions() -> dict[str, str]:
@@ -335,3 +336,4 @@ def test_rendered_pages_show_no_machine_paths_tracebacks_or_frozen_bars(whole_si
         body = _plain(page.read_text().split("<main", 1)[-1])
         if leaks(body): bad[page.name] = leaks(body)[:2]
     assert not bad, bad
+
