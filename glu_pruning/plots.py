@@ -16,7 +16,8 @@ import pandas as pd
 from .tasks import BASELINE, CHANCE, HEADLINE, LOWER_IS_BETTER, TASK_GROUPS, TASKS, is_baseline
 
 # %% auto #0
-__all__ = ['PAPER_MODELS', 'GROUP_COLORS', 'paper_results', 'only_headline', 'paper_architecture', 'normalise', 'plot_dichotomy',
+__all__ = ['PAPER_MODELS', 'GROUP_COLORS', 'PAPER_COLORS', 'RUN_COLORS', 'CRITERION_COLORS', 'RECOVERY_STYLES', 'paper_results',
+           'only_headline', 'paper_architecture', 'normalise', 'model_colors', 'criterion_colors', 'plot_dichotomy',
            'plot_tasks', 'correlation', 'plot_correlation', 'plot_criteria', 'param_counts', 'plot_params',
            'plot_scores', 'survival', 'plot_kept']
 
@@ -85,7 +86,26 @@ def normalise(df: pd.DataFrame, # tidy results with model, ratio, task, metric, 
     return df.drop(columns=["base_se"])
 
 # %% ../nbs/14_plots.ipynb #17b0918d
-GROUP_COLORS = {"fragile": "#c0392b", "robust": "#1f5f99"}
+GROUP_COLORS = {"fragile": "#c0392b", "robust": "#1f5f99"}   # task groups, in every figure
+PAPER_COLORS = {"meta-llama/Llama-3.2-1B": "#E69F00", "meta-llama/Llama-3.2-3B": "#CC79A7"}   # orange, purple
+RUN_COLORS = ("#009E73", "#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22")   # your models, in order of appearance
+CRITERION_COLORS = {"ppm": "#222222", "random": "#9A9A9A", "l2": "#66C2A5", "activation": "#8DA0CB"}
+RECOVERY_STYLES = {"none": "-", "lsq": "--", "distill": ":"}   # plain slicing, least-squares down_proj, distilled
+
+# %% ../nbs/14_plots.ipynb #palfn001
+def model_colors(keys, # (source, model) pairs, e.g. `zip(df.source, df.model)`; source "paper" marks the paper's rows
+                ) -> dict:
+    "{(source, model): colour}: the paper's models always their own colour, yours from `RUN_COLORS` in order of appearance."
+    out, i = {}, 0
+    for src, model in dict.fromkeys(keys):
+        if src == "paper" and model in PAPER_COLORS: out[src, model] = PAPER_COLORS[model]
+        else: out[src, model], i = RUN_COLORS[i % len(RUN_COLORS)], i + 1
+    return out
+
+def criterion_colors(criteria) -> dict:
+    "{criterion: colour}: PPM, random, L2 and activation fixed (`CRITERION_COLORS`); any other from a spare list."
+    spare = iter(["#FC8D62", "#E78AC3", "#A6D854", "#E5C494", "#B3B3B3"] * 4)
+    return {c: CRITERION_COLORS.get(c) or next(spare) for c in dict.fromkeys(criteria)}
 
 # %% ../nbs/14_plots.ipynb #a1ed3b6e
 def _group_means(n: pd.DataFrame) -> pd.DataFrame:
@@ -128,6 +148,24 @@ def _evidence_panel(ax, ev: pd.DataFrame, norm: str, perplexity: bool, tasks: bo
         ax.fill_between(m.ratio, m.ci_low, m.ci_high, color=c, alpha=0.18, lw=0)
     return sorted(set(ev[ev.at_chance].task))
 
+def _dichotomy_legend(tasks: bool, evidence: bool, left_out: bool, paper_styles: dict) -> list:
+    "One legend entry per kind of mark the dichotomy figure draws."
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    h = [Line2D([], [], color=GROUP_COLORS[g], lw=2.6, marker="o", ms=4, label=f"{g} tasks: group mean")
+         for g in ("fragile", "robust")]
+    h.append(Patch(facecolor="0.55", alpha=0.35, lw=0, label="95 % band of the group mean"))
+    if tasks: h.append(Line2D([], [], color="0.45", lw=0.8, alpha=0.6, label="thin line: one task"))
+    if tasks and evidence:
+        h += [Line2D([], [], ls="", marker="o", ms=4, color="0.35", label="filled: change significant (95 % paired)"),
+              Line2D([], [], ls="", marker="o", ms=4, mfc="none", mec="0.35", label="hollow: change not significant")]
+    if left_out: h.append(Line2D([], [], ls="", label="tasks at chance: left out (named below)"))
+    h += [Line2D([], [], color="0.3", lw=1.5, ls=ls, label=f"paper {_short(pm)}: group means ({_STYLE_NAMES[ls]})")
+          for pm, ls in paper_styles.items()]
+    return h
+
+_STYLE_NAMES = {"--": "dashed", ":": "dotted", "-.": "dash-dot", "-": "solid"}
+
 def plot_dichotomy(df: pd.DataFrame | None = None, # your tidy results, or an `evidence` table (intervals drawn); None: the paper's
                    paper: bool | str = True,  # overlay the paper's group means ("1B"/"3B" for one model, False: none)
                    perplexity: bool = False,  # include perplexity tasks (inverted) in the curves and means
@@ -146,9 +184,11 @@ def plot_dichotomy(df: pd.DataFrame | None = None, # your tidy results, or an `e
     if mine is not None and not is_ev and not perplexity: mine = mine[~mine.metric.isin(LOWER_IS_BETTER)]
     panels = mine if mine is not None else pp
     models = list(dict.fromkeys(panels.model))
-    fig, axes = plt.subplots(1, len(models), figsize=(height * 1.35 * len(models), height), squeeze=False,
+    colors = model_colors(zip(panels.source, panels.model))
+    fig, axes = plt.subplots(1, len(models), figsize=(height * 1.35 * len(models) + 2.8, height), squeeze=False,
                              sharey=True)
     overlay = _group_means(normalise(pp)) if (pp is not None and mine is not None) else None
+    styles = {} if overlay is None else dict(zip(dict.fromkeys(overlay.model), ["--", ":", "-."]))
     notes = []
     for ax, model in zip(axes[0], models):
         if is_ev:
@@ -164,19 +204,18 @@ def plot_dichotomy(df: pd.DataFrame | None = None, # your tidy results, or an `e
                 ax.plot(m.ratio, m.pct, color=c, lw=2.6, marker="o", ms=4, label=f"{grp} (mean)")
                 ax.fill_between(m.ratio, m.pct - 1.96 * m.se, m.pct + 1.96 * m.se, color=c, alpha=0.18, lw=0)
         if overlay is not None:   # the paper's models: dashed (1B) and dotted (3B), in the group colours
-            styles = dict(zip(dict.fromkeys(overlay.model), ["--", ":", "-."]))
             for (pm, grp), m in overlay.groupby(["model", "group"]):
                 ax.plot(m.ratio, m.pct, color=GROUP_COLORS[grp], lw=1.5, ls=styles[pm], alpha=0.85,
                         label=f"{grp}, paper {_short(pm)}" + (" (% of baseline)" if is_ev and norm != "baseline" else ""))
         ax.axhline(100, color="0.4", lw=0.8)
-        ax.set_title(_short(model) + (" (paper)" if mine is None else ""))
+        src = panels[panels.model == model].source.iloc[0]
+        ax.set_title(_short(model) + (" (paper)" if mine is None else ""), color=colors[src, model])
         ax.set_xlabel("expansion ratio (intermediate / hidden)")
         ax.invert_xaxis()
     axes[0, 0].set_ylabel(NORMALISATIONS[norm] if is_ev else "% of unpruned score")
-    axes[0, -1].legend(fontsize=8, loc="lower left")
-    if is_ev:
-        notes.insert(0, "filled markers: change significant (95 % paired interval); hollow: not")
-        fig.text(0.01, -0.02, "; ".join(notes), fontsize=7, va="top", wrap=True)
+    axes[0, -1].legend(handles=_dichotomy_legend(tasks, is_ev, bool(notes), styles), fontsize=8,
+                       loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if notes: fig.text(0.01, -0.02, "; ".join(notes), fontsize=7, va="top", wrap=True)
     fig.suptitle("Width pruning dichotomy: fragile knowledge, robust instruction following", y=1.02)
     fig.tight_layout()
     plt.close(fig)  # shown once, as the return value
@@ -188,7 +227,7 @@ def plot_tasks(df: pd.DataFrame | None = None, # your tidy results; None: the pa
                tasks: list[str] | None = None, # which tasks, in order; default: every task with a headline metric
                col_wrap: int = 4,         # panels per row
               ) -> matplotlib.figure.Figure:
-    "One panel per task: its headline metric against expansion ratio, your models solid, the paper's dashed."
+    "One panel per task: its headline metric against expansion ratio, your models solid, the paper's dashed (colours: `model_colors`)."
     frames = [] if df is None else [_prep(df, perplexity=True)]
     if paper is not False: frames.append(_prep(paper_results(None if paper is True else paper), perplexity=True))
     if not frames: raise ValueError("nothing to plot: pass `df`, or keep `paper=True`")
@@ -199,15 +238,14 @@ def plot_tasks(df: pd.DataFrame | None = None, # your tidy results; None: the pa
     rows = math.ceil(len(tasks) / col_wrap)
     fig, axes = plt.subplots(rows, min(col_wrap, len(tasks)), figsize=(3.3 * min(col_wrap, len(tasks)), 2.7 * rows),
                              squeeze=False)
-    models = list(dict.fromkeys(d.model))
-    pal = dict(zip(models, sns.color_palette("colorblind", len(models))))
+    pal = model_colors(zip(d.source, d.model))
     for ax, task in zip(axes.flat, tasks):
         t = d[d.task == task]
-        for model, m in t.groupby("model", sort=False):
+        for (src, model), m in t.groupby(["source", "model"], sort=False):
             m = m.sort_values("ratio")
-            dashed = m.source.iloc[0] == "paper"
+            dashed = src == "paper"
             ax.errorbar(m.ratio, m.value, yerr=1.96 * m.stderr.fillna(0) if "stderr" in m else None,
-                        color=pal[model], ls="--" if dashed else "-", marker="o", ms=3, lw=1.4, capsize=2,
+                        color=pal[src, model], ls="--" if dashed else "-", marker="o", ms=3, lw=1.4, capsize=2,
                         label=_short(model) + (" (paper)" if dashed else ""))
         if t.metric.iloc[0] in LOWER_IS_BETTER: ax.set_yscale("log")
         if task in CHANCE: ax.axhline(CHANCE[task], color="0.5", ls=":", lw=1)
@@ -236,10 +274,11 @@ def correlation(df: pd.DataFrame, # tidy results
     both = pd.concat([pick(x).rename("x"), pick(y).rename("y")], axis=1).dropna().reset_index()
     if both.empty:
         raise ValueError(f"no configuration has both {x} and {y}; tasks present: {sorted(set(df.task))}")
+    who = [c for c in ("model", "source") if c in both]   # your run of a paper model is not the paper's
     rows = []
-    for model, g in both.groupby("model", sort=False):
+    for key, g in both.groupby(who, sort=False, dropna=False):
         r, p = pearsonr(g.x, g.y) if len(g) > 2 else (np.nan, np.nan)
-        rows.append(dict(model=model, n=int(len(g)), r=float(r), p=float(p)))
+        rows.append(dict(zip(who, key)) | dict(n=int(len(g)), r=float(r), p=float(p)))
     return pd.DataFrame(rows)
 
 # %% ../nbs/14_plots.ipynb #545fe367
@@ -252,15 +291,16 @@ def plot_correlation(df: pd.DataFrame | None = None, # your tidy results; None: 
     frames = [] if df is None else [_prep(df, headline=False, perplexity=True)]
     if paper is not False: frames.append(_prep(paper_results(None if paper is True else paper), headline=False))
     d = pd.concat(frames, ignore_index=True)
-    stats = correlation(d, x, y).set_index("model")
+    stats = correlation(d, x, y)
+    pal = model_colors(zip(stats.source, stats.model))
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    pal = sns.color_palette("colorblind", len(stats))
-    for (model, s), c in zip(stats.iterrows(), pal):
-        m = d[d.model == model]
+    for s in stats.itertuples():
+        model, c = s.model, pal[s.source, s.model]
+        m = d[(d.model == model) & (d.source == s.source)]
         px = m[(m.task == x[0]) & (m.metric == x[1])].set_index("ratio").value
         py = m[(m.task == y[0]) & (m.metric == y[1])].set_index("ratio").value
         px, py = px.align(py, join="inner")
-        paper_m = m.source.iloc[0] == "paper"
+        paper_m = s.source == "paper"
         ax.scatter(px, py, color=c, s=36, marker="s" if paper_m else "o", zorder=3)
         if len(px) > 1:
             k, b = np.polyfit(px, py, 1)
@@ -277,30 +317,44 @@ def plot_correlation(df: pd.DataFrame | None = None, # your tidy results; None: 
     return fig
 
 # %% ../nbs/14_plots.ipynb #800bef60
-def plot_criteria(df: pd.DataFrame, # tidy results with several criteria (and the baseline, criterion `BASELINE`)
+def plot_criteria(df: pd.DataFrame, # tidy results with several criteria (and the baseline, criterion `BASELINE`); optional `recover` column
                   model: str | None = None, # which model, when `df` holds several
                   perplexity: bool = False, # include perplexity tasks (inverted) in the group means
                  ) -> matplotlib.figure.Figure:
-    "Group means (percent of baseline, 95 % bands) against ratio, one line per criterion; fragile | robust."
+    "Group means (percent of baseline, 95 % bands) against ratio: colour = criterion, line style = recovery; fragile | robust."
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     d = _prep(df, perplexity=perplexity)
+    d["recover"] = d["recover"].fillna("none") if "recover" in d else "none"
     if model is None: model = d.model.iloc[0]
     d = d[d.model == model]
     base = d.criterion.map(is_baseline)
-    crits = list(dict.fromkeys(d[~base].criterion))
-    if not crits: raise ValueError("no pruned variants in `df`; run a sweep with `criteria=[...]` first")
-    order = sorted(crits, key=lambda c: (c != "ppm", c))
-    pal = dict(zip(order, ["#222222"] + sns.color_palette("Set2", len(order))))
+    variants = list(dict.fromkeys(zip(d[~base].criterion, d[~base].recover)))
+    if not variants: raise ValueError("no pruned variants in `df`; run a sweep with `criteria=[...]` first")
+    crits = sorted({c for c, _ in variants}, key=lambda c: (c != "ppm", c))
+    recs = sorted({r for _, r in variants}, key=lambda r: (r != "none", r != "lsq", r))
+    pal = criterion_colors(crits)
+    style = {r: RECOVERY_STYLES.get(r, "-.") for r in recs}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
-    for c in order:
-        m = _group_means(normalise(d[(d.criterion == c) | base]))
+    for c, r in sorted(variants, key=lambda v: (crits.index(v[0]), recs.index(v[1]))):
+        m = _group_means(normalise(d[((d.criterion == c) & (d.recover == r)) | base]))
         for ax, grp in zip(axes, ("fragile", "robust")):
             g = m[m.group == grp]
-            ax.plot(g.ratio, g.pct, marker="o", ms=4, lw=2.4 if c == "ppm" else 1.5, color=pal[c], label=c)
+            ax.plot(g.ratio, g.pct, marker="o", ms=4, lw=2.4 if c == "ppm" else 1.5, color=pal[c], ls=style[r],
+                    label=c if r == "none" else f"{c} + {r}")
             ax.fill_between(g.ratio, g.pct - 1.96 * g.se, g.pct + 1.96 * g.se, color=pal[c], alpha=0.12, lw=0)
     for ax, grp in zip(axes, ("fragile", "robust")):
         ax.axhline(100, color="0.4", lw=0.8); ax.invert_xaxis()
         ax.set_title(f"{grp} tasks", color=GROUP_COLORS[grp]); ax.set_xlabel("expansion ratio (intermediate / hidden)")
-    axes[0].set_ylabel("% of unpruned score (group mean)"); axes[1].legend(title="criterion", fontsize=8)
+    axes[0].set_ylabel("% of unpruned score (group mean)")
+    handles = [Line2D([], [], color=pal[c], lw=2.4 if c == "ppm" else 1.5, label=c) for c in crits]
+    if recs != ["none"]:
+        what = {"none": "plain slicing", "lsq": "least-squares down_proj", "distill": "distilled"}
+        handles += [Line2D([], [], color="0.35", lw=1.5, ls=style[r], label=f"{what.get(r, r)} ({_STYLE_NAMES[style[r]]})")
+                    for r in recs]
+    handles.append(Patch(facecolor="0.55", alpha=0.3, lw=0, label="95 % band of the group mean"))
+    axes[1].legend(handles=handles, title="colour: criterion" + ("; line: recovery" if recs != ["none"] else ""),
+                   fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.suptitle(f"Which neurons to keep: criteria compared on {_short(model)}", y=1.02)
     fig.tight_layout()
     plt.close(fig)
@@ -331,17 +385,16 @@ def plot_params(df: pd.DataFrame | None = None, # your runs: columns model, rati
                 paper: bool = True,   # overlay the paper's two models
                ) -> matplotlib.figure.Figure:
     "Parameters (percent of the unpruned model, and absolute in the legend) against expansion ratio."
-    frames = [] if df is None else [df.assign(source=df.get("source", "yours"))]
+    frames = [] if df is None else [df.assign(source=df["source"] if "source" in df else "yours")]
     if paper:
         a = paper_architecture()
         frames.append(a.assign(params=a.params_millions * 1e6, source="paper")[["model", "ratio", "params", "source"]])
     d = pd.concat(frames, ignore_index=True)
     fig, ax = plt.subplots(figsize=(6, 4))
-    models = list(dict.fromkeys(d.model))
-    for model, c in zip(models, sns.color_palette("colorblind", len(models))):
-        m = d[d.model == model].sort_values("ratio")
+    for (src, model), c in model_colors(zip(d.source, d.model)).items():
+        m = d[(d.model == model) & (d.source == src)].sort_values("ratio")
         base = m.params.iloc[-1]
-        dashed = m.source.iloc[0] == "paper"
+        dashed = src == "paper"
         ax.plot(m.ratio, 100 * m.params / base, color=c, marker="s" if dashed else "o", ms=4, ls="--" if dashed else "-",
                 label=f"{_short(model)}{' (paper)' if dashed else ''}: {base / 1e6:,.0f}M → {m.params.iloc[0] / 1e6:,.0f}M")
     ax.invert_xaxis()

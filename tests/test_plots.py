@@ -1,5 +1,6 @@
 "The figures: they render from the shipped paper data alone (no model, no torch), and overlay a user's run."
 import io, subprocess, sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,8 @@ import pytest
 from glu_pruning.plots import (HEADLINE, correlation, normalise, paper_architecture, paper_results, param_counts,
                                plot_correlation, plot_dichotomy, plot_kept, plot_params, plot_scores, plot_tasks,
                                survival)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def png(fig) -> bytes:
@@ -124,3 +127,71 @@ def test_groups_agree_with_the_evaluation_suites():
     assert plots.TASK_GROUPS is tasks.TASK_GROUPS and plots.HEADLINE is tasks.HEADLINE and plots.CHANCE is tasks.CHANCE
     assert not hasattr(plots, "TASK_ITEMS")
     assert {s.task for s in evaluation.SUITES["paper"]} <= set(tasks.TASKS)
+
+
+def _colours(fig) -> dict:
+    "{legend label: colour} of every labelled line in a figure."
+    from matplotlib.colors import to_hex
+    out = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            out[label] = to_hex((h[0] if isinstance(h, tuple) else h).get_color())   # an errorbar: its data line
+    return out
+
+
+def test_a_model_keeps_its_colour_from_figure_to_figure():
+    "Your run, Llama-3.2-1B and -3B: one colour each in the per-task, correlation and parameter figures."
+    from glu_pruning.plots import PAPER_COLORS, RUN_COLORS, model_colors
+    df = user_run()
+    tasks, corr = _colours(plot_tasks(df)), _colours(plot_correlation(df))
+    params = _colours(plot_params(pd.DataFrame(dict(model="HuggingFaceTB/SmolLM2-135M-Instruct", ratio=[2.67, 2.0],
+                                                    params=[135e6, 115e6]))))
+    pick = lambda cs, prefix: {c for l, c in cs.items() if l.startswith(prefix)}
+    for prefix, want in (("SmolLM2-135M-Instruct", RUN_COLORS[0]),
+                         ("Llama-3.2-1B (paper)", PAPER_COLORS["meta-llama/Llama-3.2-1B"]),
+                         ("Llama-3.2-3B (paper)", PAPER_COLORS["meta-llama/Llama-3.2-3B"])):
+        assert pick(tasks, prefix) == pick(corr, prefix) == pick(params, prefix) == {want.lower()}, prefix
+    # your own run of a paper model is yours (green), drawn apart from the paper's (orange), in every figure
+    mine = df.assign(model="meta-llama/Llama-3.2-1B")
+    t = _colours(plot_tasks(mine, paper="1B"))
+    assert t == {"Llama-3.2-1B": RUN_COLORS[0].lower(), "Llama-3.2-1B (paper)": PAPER_COLORS["meta-llama/Llama-3.2-1B"].lower()}
+    c = correlation(pd.concat([mine.assign(source="yours"), paper_results("1B")]))
+    assert sorted(c.source) == ["paper", "yours"] and set(c.n) == {4, 7}
+    assert model_colors([("yours", "a"), ("yours", "b")]) == {("yours", "a"): RUN_COLORS[0], ("yours", "b"): RUN_COLORS[1]}
+
+
+def test_dichotomy_legend_names_every_mark():
+    "Group means, their band, thin task lines, filled/hollow markers, the tasks left out and the paper's line styles."
+    from glu_pruning.evidence import evidence
+    ev = evidence(ROOT / "nbs" / "08_evidence.sqlite").assign(model="SmolLM2")
+    legend = [t.get_text() for t in plot_dichotomy(ev, paper="1B").axes[-1].get_legend().get_texts()]
+    assert legend == ["fragile tasks: group mean", "robust tasks: group mean", "95 % band of the group mean",
+                      "thin line: one task", "filled: change significant (95 % paired)", "hollow: change not significant",
+                      "tasks at chance: left out (named below)", "paper Llama-3.2-1B: group means (dashed)"]
+    plain = [t.get_text() for t in plot_dichotomy(user_run(), paper=False, tasks=False).axes[-1].get_legend().get_texts()]
+    assert plain == ["fragile tasks: group mean", "robust tasks: group mean", "95 % band of the group mean"]
+
+
+def test_criteria_figure_colours_criteria_and_styles_recovery():
+    "A hand-made table with a `recover` column: colour per criterion, solid/dashed/dotted per recovery, said in the legend."
+    from glu_pruning.plots import CRITERION_COLORS, plot_criteria
+    base = user_run()
+    rows = [base[base.criterion == "none"].assign(recover="none")]
+    for crit, drop in (("ppm", 0.1), ("random", 0.3)):
+        for rec, gain in (("none", 0.0), ("lsq", 0.05), ("distill", 0.1)):
+            rows.append(base[base.criterion == "ppm"].assign(criterion=crit, recover=rec,
+                                                             value=lambda d: d.value * (1 - drop + gain)))
+    fig = plot_criteria(pd.concat(rows, ignore_index=True))
+    lines = {l.get_label(): (l.get_color(), l.get_linestyle()) for l in fig.axes[0].get_lines()
+             if not l.get_label().startswith("_")}
+    assert lines == {"ppm": (CRITERION_COLORS["ppm"], "-"), "ppm + lsq": (CRITERION_COLORS["ppm"], "--"),
+                     "ppm + distill": (CRITERION_COLORS["ppm"], ":"), "random": (CRITERION_COLORS["random"], "-"),
+                     "random + lsq": (CRITERION_COLORS["random"], "--"), "random + distill": (CRITERION_COLORS["random"], ":")}
+    leg = fig.axes[1].get_legend()
+    assert [t.get_text() for t in leg.get_texts()] == ["ppm", "random", "plain slicing (solid)",
+                                                       "least-squares down_proj (dashed)", "distilled (dotted)",
+                                                       "95 % band of the group mean"]
+    assert leg.get_title().get_text() == "colour: criterion; line: recovery"
+    # no `recover` column: all plain slicing, no recovery entries
+    plain = plot_criteria(pd.concat(rows, ignore_index=True).query("recover == 'none'").drop(columns="recover"))
+    assert [t.get_text() for t in plain.axes[1].get_legend().get_texts()] == ["ppm", "random", "95 % band of the group mean"]
