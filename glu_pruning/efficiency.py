@@ -522,7 +522,8 @@ def cli_bench(p):
                        threads=a.threads)
         for r in rows: r["source"] = a.model
         print(format_rows(rows))
-        print(f"energy: {rows[0]['energy_source']}; device {rows[0]['device']}, {rows[0]['threads']} threads, "
+        n = rows[0]["threads"]
+        print(f"energy: {rows[0]['energy_source']}; device {rows[0]['device']}, {n} thread{'s' * (n != 1)}, "
               f"{a.prompt_tokens} prompt + {a.new_tokens} new tokens, median of {a.repeats} runs after {a.warmup} warm-up")
         if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
         if a.store:
