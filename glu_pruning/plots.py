@@ -297,8 +297,8 @@ def plot_correlation(df: pd.DataFrame | None = None, # your tidy results; None: 
     for s in stats.itertuples():
         model, c = s.model, pal[s.source, s.model]
         m = d[(d.model == model) & (d.source == s.source)]
-        px = m[(m.task == x[0]) & (m.metric == x[1])].set_index("ratio").value
-        py = m[(m.task == y[0]) & (m.metric == y[1])].set_index("ratio").value
+        pick = lambda tm: m[(m.task == tm[0]) & (m.metric == tm[1])].groupby("ratio").value.mean()  # as `correlation`
+        px, py = pick(x), pick(y)
         px, py = px.align(py, join="inner")
         paper_m = s.source == "paper"
         ax.scatter(px, py, color=c, s=36, marker="s" if paper_m else "o", zorder=3)
