@@ -18,8 +18,8 @@ from .lm_eval_compat import hf_lm, lm_eval_version, no_env_probe, quiet, rows_pe
 from .models import count_params, fingerprint
 from .prefix import shared_prefix_loglikelihood
 from .store import config_key, open_store, results
-from .taskdata import (SUITES, TaskSpec, data_error, fetch_command, resolve_tasks, task_source,
-                                  _leaves, _spec_item, stock_config)
+from .taskdata import (SUITES, TaskSpec, data_error, demo_pool, fetch_command, from_pool, resolve_tasks,
+                                  task_source, _leaves, _spec_item, stock_config)
 from .tasks import BASELINE, TASKS, data_root
 
 _all_ = ["SUITES", "TaskSpec", "resolve_tasks"]   # what to run lives in `taskdata`; importable from here too
@@ -81,7 +81,9 @@ def use_chat_template(task: str, tokenizer, apply_chat_template: bool | None = N
 
 def cell_config(spec: TaskSpec, seed: int | None = 0, chat_template: bool = False,
                 generation_kwargs: dict | None = None, max_length: int = DEFAULT_MAX_LENGTH,
-                sample_seed: int = 0, sample_start: int = 0) -> dict:
+                sample_seed: int = 0, sample_start: int = 0,
+                data: str | None = None, # where the items come from when not the full data: the demo pool's id
+               ) -> dict:
     "The store config of one (task, seed) cell."
     out, default, sampler = task_info(spec.task)
     n_shot = spec.n_shot if spec.n_shot is not None else (default or 0)
@@ -96,7 +98,8 @@ def cell_config(spec: TaskSpec, seed: int | None = 0, chat_template: bool = Fals
     return dict(n_shot=n_shot, limit=spec.limit, sample_seed=sample_seed if spec.limit else None, **block,
                 subtasks=list(spec.subtasks) if spec.subtasks else None,
                 seed=seed if seeded else None, chat_template=bool(chat_template), gen_kwargs=gen or None,
-                max_length=max_length, lm_eval=lm_eval_version(), glu_pruning=f"{v.major}.{v.minor}")
+                max_length=max_length, lm_eval=lm_eval_version(), glu_pruning=f"{v.major}.{v.minor}",
+                **({"data": data} if data else {}))
 
 # %% ../nbs/11_evaluation.ipynb #31e7ef25
 def sample_items(task: str,              # the lm-eval (leaf) task name
@@ -296,13 +299,16 @@ def _run_cell(lm, spec, source, conf, log_samples=True, progress=True, generatio
     return metrics, (items if log_samples else [])
 
 # %% ../nbs/11_evaluation.ipynb #df486a7d
-def _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed, sample_start=0) -> list:
-    "[(spec, cell config)] to run: one per task and seed, a seed-free task once."
+def _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed, sample_start=0,
+          root=None) -> list:
+    "[(spec, cell config)] to run: one per task and seed, a seed-free task once; a sample from the demo pool says so."
     todo = []
     for spec in specs:
         chat = use_chat_template(spec.task, tokenizer, apply_chat_template)
         for seed in dict.fromkeys(seeds):
-            conf = cell_config(spec, seed, chat, generation_kwargs, max_length, sample_seed, sample_start)
+            args = (spec, seed, chat, generation_kwargs, max_length, sample_seed, sample_start)
+            conf = cell_config(*args)
+            if from_pool(replace(spec, n_shot=conf["n_shot"]), root): conf = cell_config(*args, data=demo_pool()["id"])
             if (spec, conf) not in todo: todo.append((spec, conf))
     return todo
 
@@ -330,7 +336,7 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
              generation_batch_size: int = 16, # rows per batch for generation tasks (on CPU 16 beat 8 by 30 % on IFEval)
              max_length: int | None = None, # context for truncation and perplexity windows; default min(context, 2048)
              share_prefix: bool | None = None, # score shared contexts once; None: on a CPU (see `hflm`)
-             data_dir=None,             # offline data folder (default $GLU_PRUNING_DATA)
+             data_dir=None,             # offline data folder (default $GLU_PRUNING_DATA; none: samples from the demo pool)
              log_samples: bool = True,  # keep per-item scores (needed by `compare`)
              progress: bool = True,     # progress bars (ours over cells, lm-eval's over requests)
             ) -> pd.DataFrame:
@@ -342,7 +348,8 @@ def evaluate(model, tokenizer,          # an in-memory causal LM (pruned or not)
     fp, max_length = info["fingerprint"], max_length or min(_context_length(model), DEFAULT_MAX_LENGTH)
     st, own = open_store(store if store is not None else ":memory:", create=True)
     st.add_variant(**info)
-    todo = _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed, sample_start)
+    todo = _plan(specs, seeds, tokenizer, apply_chat_template, generation_kwargs, max_length, sample_seed, sample_start,
+                 root)
     pending = [(s, c) for s, c in todo if not st.is_done(fp, s.task, c)]
     unavailable, lm, cache = {}, None, {}
     bar = tqdm(pending, desc=f"evaluating {info['model']} {info['ratio']}x", disable=not progress or not pending)

@@ -1,4 +1,4 @@
-"""Which lm-eval tasks to run, where each one's data comes from (a local folder or the Hub), and how to fetch it.
+"""Which lm-eval tasks to run, where each one's data comes from (a local folder, the Hub, or the demo item pool shipped with the package), and how to fetch it.
 
 Docs: https://glu-pruning.github.io/glu_pruning/data.html.md"""
 
@@ -6,18 +6,20 @@ Docs: https://glu-pruning.github.io/glu_pruning/data.html.md"""
 
 # %% ../nbs/09_data.ipynb #fc056b1e
 from __future__ import annotations
-import json, os, socket, sys, tempfile
+import gzip, io, json, os, socket, sys, tempfile
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 from .lm_eval_compat import entry_kind, lm_eval_version, load_yaml, task_index
 from .tasks import TASKS, TASK_GROUPS, data_root
 
 # %% auto #0
-__all__ = ['QUICK_MMLU', 'QUICK_GEN_TOKS', 'PAPER_TASKS', 'SUITES', 'DATASET_FIELDS', 'TaskSpec', 'resolve_tasks', 'stock_config',
-           'offline_config', 'derived_equals_stock', 'check_jsonl', 'data_error', 'hub_reachable', 'fetch_command',
-           'use_nltk_data', 'task_source', 'check_data', 'download_data', 'cli_data']
+__all__ = ['QUICK_MMLU', 'QUICK_GEN_TOKS', 'PAPER_TASKS', 'SUITES', 'DATASET_FIELDS', 'DEMO_POOL', 'TaskSpec', 'resolve_tasks',
+           'stock_config', 'offline_config', 'derived_equals_stock', 'check_jsonl', 'data_error', 'hub_reachable',
+           'fetch_command', 'use_nltk_data', 'demo_pool', 'pool_items', 'task_source', 'from_pool', 'check_data',
+           'available_items', 'download_data', 'cli_data']
 
 # %% ../nbs/09_data.ipynb #a54199d4
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ def offline_config(name: str,            # an lm-eval leaf task name
         split = cfg.get(f)
         if not split: continue
         p = base / f"{split}.jsonl"
-        if p.is_file(): files[split] = str(p)
+        found = next((q for q in (p, p.with_name(p.name + ".gz")) if q.is_file()), None)   # plain or gzipped
+        if found: files[split] = str(found)
         elif split in need:
             return None, (f"{p.relative_to(root)} is missing from the data folder "   # relative: no machine's path
                           f"({name}'s {f.replace('_', ' ')} {split!r})")
@@ -179,7 +182,8 @@ def derived_equals_stock(name: str, root, n_shot: int = 0) -> bool:
 def check_jsonl(path) -> str | None:
     "None if every line of `path` is a JSON object, else a sentence naming the file, the first bad line and the fix."
     path = Path(path)
-    with open(path, encoding="utf-8", errors="replace") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if not line.strip(): continue
             try: ok = isinstance(json.loads(line), dict)
@@ -228,6 +232,20 @@ def use_nltk_data(root=None) -> bool:
         return True
     except LookupError: return False
 
+# %% ../nbs/09_data.ipynb #3e98f4a4
+DEMO_POOL = Path(str(files("glu_pruning"))) / "data" / "demo_pool"   # the demo item pool shipped with the package
+
+@lru_cache(maxsize=1)
+def demo_pool() -> dict:
+    "The demo item pool's manifest (`pool.json`): its `id`, `seed`, `tasks` and `leaves` with their items ({} if absent)."
+    p = DEMO_POOL / "pool.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+def pool_items(task: str) -> int | None:
+    "Items of `task` in the demo pool (per subtask for a group such as MMLU), or None when the pool lacks it."
+    m = demo_pool()
+    return (m.get("tasks", {}).get(task) or {}).get("items") or m.get("leaves", {}).get(task)
+
 # %% ../nbs/09_data.ipynb #20fa0498
 def _spec_item(spec: TaskSpec):
     "What lm-eval loads for a spec: the task name, or an inline group of the chosen subtasks."
@@ -256,18 +274,45 @@ def _offline_overrides(leaves, root, n_shot) -> tuple[dict | None, str | None]:
         overs[e.name] = over
     return overs, None
 
+def _pool_overrides(spec: TaskSpec, leaves, root) -> dict | None:
+    "{leaf: derived YAML} reading `spec` from the demo pool when it is read from there (see `from_pool`), else None."
+    pool = demo_pool()
+    if root is not None or not spec.limit or not all(e.name in pool.get("leaves", {}) for e in leaves): return None
+    return _offline_overrides(leaves, DEMO_POOL / "hf", spec.n_shot or 0)[0]
+
+_POOL_SAID: set = set()   # pool ids announced in this process
+
+def _say_pool():
+    "Say once per process that items come from the demo pool."
+    m = demo_pool()
+    if m["id"] in _POOL_SAID: return
+    _POOL_SAID.add(m["id"])
+    # A sweep holds back stderr under its progress bar (lm-eval's bars); this line is ours and must be seen.
+    out = sys.__stderr__ if isinstance(sys.stderr, io.StringIO) and sys.__stderr__ else sys.stderr
+    items = sum(f["items"] for f in m["files"].values() if f["role"] == "evaluation")
+    from tqdm.auto import tqdm   # its `write` keeps the line off a progress bar that is being drawn
+    tqdm.write(f"using the demo item pool shipped with glu_pruning ({items:,} items of {len(m['tasks'])} tasks, seeded "
+               "samples for the demo; see glu_pruning/data/demo_pool/SOURCES.md); set GLU_PRUNING_DATA (or "
+               "--data-dir) for the full benchmarks", file=out)
+
 # %% ../nbs/09_data.ipynb #78951ac9
 def task_source(spec: TaskSpec, root=None, cache: dict | None = None) -> tuple[str, object]:
-    "Where `spec`'s data comes from: ('offline', {leaf: yaml dict}), ('hub', None) or ('unavailable', reason)."
+    "Where `spec`'s data comes from: ('offline', {leaf: yaml dict}) from the data folder `root` or the demo pool, ('hub', None) or ('unavailable', reason)."
     cache = {} if cache is None else cache   # remembers `hub_reachable()` across tasks
     groups, leaves = _leaves(_spec_item(spec))
-    if any(_needs_nltk(e) for e in leaves) and not use_nltk_data(root):
+    pool = _pool_overrides(spec, leaves, root)
+    if any(_needs_nltk(e) for e in leaves) and not use_nltk_data(DEMO_POOL if pool else root):
         return "unavailable", (f"{spec.task} needs NLTK's punkt_tab for scoring and it is not in DIR/nltk_data or "
                                f"$NLTK_DATA; run `{fetch_command(spec.task)}` (or `python -m nltk.downloader punkt_tab`)")
     why = "no data folder given (data_dir / $GLU_PRUNING_DATA)"
     if root is not None:
         overs, why = _offline_overrides(leaves, root, spec.n_shot or 0)
         if overs is not None: return "offline", overs
+    elif pool is not None:
+        _say_pool()
+        return "offline", pool
+    elif not spec.limit and (k := pool_items(spec.task)):
+        why += f"; the demo item pool shipped with glu_pruning holds {k} of its items, for a sample (limit / --limit)"
     if "hub" not in cache: cache["hub"] = hub_reachable()
     if cache["hub"]: return "hub", None
     if _offline_mode() and all(_in_hf_cache(e) for e in leaves): return "hub", None   # datasets reads its cache
@@ -275,12 +320,28 @@ def task_source(spec: TaskSpec, root=None, cache: dict | None = None) -> tuple[s
                            f"network run `{fetch_command(spec.task)}`, then pass that folder as data_dir / "
                            "--data-dir (or $GLU_PRUNING_DATA).")
 
+# %% ../nbs/09_data.ipynb #f9b610ae
+def from_pool(spec: TaskSpec, root=None) -> bool:
+    "Whether `spec` is read from the demo item pool: no data folder (`root` None), a sample (`limit`), every task it runs in the pool."
+    return _pool_overrides(spec, _leaves(_spec_item(spec))[1], root) is not None
+
 # %% ../nbs/09_data.ipynb #e32f9929
 def check_data(tasks="quick", data_dir=None) -> dict[str, str]:
     "{task: why it cannot run} for the tasks of `tasks` whose data is neither local nor reachable."
     root, cache = data_root(data_dir), {}
     out = {s.task: task_source(s, root, cache) for s in resolve_tasks(tasks)}
     return {t: why for t, (kind, why) in out.items() if kind == "unavailable"}
+
+# %% ../nbs/09_data.ipynb #486ba3d6
+def available_items(tasks,              # task names
+                    data_dir=None,      # the data folder a run will use (default $GLU_PRUNING_DATA, `<cache>/data`)
+                   ) -> dict[str, int]:
+    "{task: items a sample of it can draw here}: the demo pool's (per subtask for a group) when no data folder is configured and the pool holds the task, else the full split's (`TASKS`)."
+    root, out = data_root(data_dir), {}
+    for t in tasks:
+        k = pool_items(t) if root is None else None
+        if k or t in TASKS: out[t] = k or TASKS[t].items
+    return out
 
 # %% ../nbs/09_data.ipynb #6ec517de
 def _download_dataset(cfg: dict, base: Path, splits: list[str]) -> list[Path]:

@@ -1,5 +1,5 @@
 "`pip install glu_pruning`: the wheel and sdist build, and the wheel works in a fresh virtual environment."
-import os, subprocess, sys, venv
+import json, os, subprocess, sys, venv
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,10 @@ def test_wheel_and_sdist_build(dist):
     assert any(n.endswith("entry_points.txt") for n in names)
     sdist = next(dist.glob("glu_pruning-*.tar.gz"))
     assert any(n.endswith("pyproject.toml") for n in tarfile.open(sdist).getnames())
+    pool = json.loads((ROOT / "glu_pruning/data/demo_pool/pool.json").read_text())   # the demo item pool, every file
+    want = {f"glu_pruning/data/demo_pool/{p}" for p in [*pool["files"], *pool["nltk_data"], "pool.json", "SOURCES.md"]}
+    assert want <= set(names), sorted(want - set(names))
+    assert any(n.endswith("glu_pruning/data/demo_pool/pool.json") for n in tarfile.open(sdist).getnames())
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +52,9 @@ def test_wheel_in_fresh_venv_runs_cli(core_venv, tmp_path):
     assert r.stdout.strip() == "[]"
     glu = core_venv / "bin" / "glu-prune"
     assert "prune" in run([str(glu), "--help"]).stdout
+    r = run([str(py), "-c", "from importlib.resources import files; "
+             "print((files('glu_pruning') / 'data/demo_pool/pool.json').is_file())"])
+    assert r.stdout.strip() == "True"                      # the demo item pool is installed with the package
     src = tmp_path / "tiny"
     run([str(py), "-c", f"from glu_pruning.models import tiny_model; tiny_model('mistral').save_pretrained({str(src)!r})"])
     r = run([str(glu), "prune", str(src), "--percent", "50", "--out", str(tmp_path / "out")],
