@@ -172,7 +172,7 @@ def test_a_sweep_and_its_report_on_a_fresh_install(tiny_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_glu_prune_demo_small_on_a_fresh_install(tmp_path):
-    "`glu-prune demo --budget small` (SmolLM2, 4 tasks, 6 items, 5 variants) with no data folder: about 4-5 min on 2 CPU cores."
+    "`glu-prune demo --budget small` (SmolLM2, 4 tasks, 6 items, 5 variants) with no data folder: 4.6 and 7.1 min on the shared 2-core dev machine."
     r = subprocess.run([sys.executable, "-m", "glu_pruning.cli", "demo", "--budget", "small", "--out", str(tmp_path / "d")],
                        env=fresh_env(tmp_path), capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
