@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['NORMALISATIONS', 'PRIOR_SD', 'PILOT_GEN_TOKS', 'pool_key', 'evidence', 'evidence_from_results', 'normalised',
-           'group_means', 'parse_budget', 'fit_cost', 'measure_costs', 'halfwidth', 'item_sd', 'plan_items',
-           'pilot_sizes', 'plan_budget', 'precision', 'evidence_cells', 'sequential']
+__all__ = ['NORMALISATIONS', 'PRIOR_SD', 'PILOT_GEN_TOKS', 'RECOVER_NAMES', 'pool_key', 'evidence', 'evidence_from_results',
+           'normalised', 'group_means', 'parse_budget', 'fit_cost', 'measure_costs', 'halfwidth', 'item_sd',
+           'plan_items', 'pilot_sizes', 'plan_budget', 'precision', 'variant_label', 'evidence_cells', 'by_recover',
+           'sequential']
 
 # %% ../nbs/08_evidence.ipynb #0cd7312c
 from .tasks import HEADLINE, LOWER_IS_BETTER, TASK_GROUPS, TASKS, is_baseline
-from .store import Store, open_store, paired_bootstrap
+from .store import Store, open_store, paired_bootstrap, with_recover
 
 # %% ../nbs/08_evidence.ipynb #d8831a11
 _DRAW_KEYS = ("limit", "sample", "block")   # config keys that say which items a cell drew, not how it scored them
@@ -30,7 +31,7 @@ def pool_key(config: dict) -> str:
                       sort_keys=True, default=str)
 
 # %% ../nbs/08_evidence.ipynb #b8778460
-_COLUMNS = ["model", "ratio", "criterion", "task", "metric", "group", "n", "value", "ci_low", "ci_high", "delta",
+_COLUMNS = ["model", "ratio", "criterion", "recover", "task", "metric", "group", "n", "value", "ci_low", "ci_high", "delta",
             "delta_ci_low", "delta_ci_high", "significant", "at_chance"]
 
 def _headline_cells(st: Store, tasks) -> pd.DataFrame:
@@ -83,7 +84,7 @@ def evidence(store,                      # a `Store` or the path of a store file
     for (fp, task), (pool, its, agg, stored, n) in pools.items():
         var, metric = v.loc[fp], HEADLINE[task]
         as_ratio = metric in LOWER_IS_BETTER
-        row = dict(model=var.model, ratio=var.ratio, criterion=var.criterion, task=task, metric=metric,
+        row = dict(model=var.model, ratio=var.ratio, criterion=var.criterion, recover=var.get("recover", "none"), task=task, metric=metric,
                    group=TASK_GROUPS.get(task), n=int(n) if pd.notna(n) else pd.NA, value=stored, ci_low=np.nan,
                    ci_high=np.nan, delta=np.nan, delta_ci_low=np.nan, delta_ci_high=np.nan)
         if agg and len(its) >= 2:
@@ -107,9 +108,9 @@ def evidence(store,                      # a `Store` or the path of a store file
     df["n"] = pd.array(df.n.tolist(), dtype="Int64")
     df["at_chance"] = [not clears.get((m, t), True) for m, t in zip(df.model, df.task)]
     order = {t: i for i, t in enumerate(TASKS)}
-    df = df.assign(_o=df.task.map(order).fillna(len(order))).sort_values(
-        ["model", "ratio", "criterion", "_o"], ascending=[True, False, True, True], kind="stable")
-    return df.drop(columns="_o").reset_index(drop=True)
+    df = df.assign(_o=df.task.map(order).fillna(len(order)), _r=df.recover != "none").sort_values(   # plain first
+        ["model", "ratio", "criterion", "_r", "recover", "_o"], ascending=[True, False, True, True, True, True], kind="stable")
+    return df.drop(columns=["_o", "_r"]).reset_index(drop=True)
 
 # %% ../nbs/08_evidence.ipynb #3e358ae1
 def _toy_store(path, items: dict, model: str = "toy") -> Store:
@@ -131,7 +132,8 @@ def _toy_store(path, items: dict, model: str = "toy") -> Store:
 # %% ../nbs/08_evidence.ipynb #5de3bc46
 def evidence_from_results(df: pd.DataFrame) -> pd.DataFrame:
     "The `evidence` columns from tidy results (`glu_pruning.store.results`) without items: no intervals."
-    d = df[df.metric == df.task.map(HEADLINE)].drop_duplicates(["model", "ratio", "criterion", "task"], keep="last")
+    df = with_recover(df)
+    d = df[df.metric == df.task.map(HEADLINE)].drop_duplicates(["model", "ratio", "criterion", "recover", "task"], keep="last")
     base = d[d.criterion.map(is_baseline).astype(bool)].set_index(["model", "task"]).value
     key = list(zip(d.model, d.task))
     b = np.array([base.get(k, np.nan) for k in key], dtype=float)
@@ -141,7 +143,7 @@ def evidence_from_results(df: pd.DataFrame) -> pd.DataFrame:
         delta = np.where(low, v / b, v - b)
     chance = np.array([TASKS[t].chance if t in TASKS and TASKS[t].chance is not None else np.nan for t in d.task])
     n = d.n if "n" in d else pd.Series(pd.NA, index=d.index)
-    out = pd.DataFrame(dict(model=d.model, ratio=d.ratio, criterion=d.criterion, task=d.task, metric=d.metric,
+    out = pd.DataFrame(dict(model=d.model, ratio=d.ratio, criterion=d.criterion, recover=d.recover, task=d.task, metric=d.metric,
                             group=d.task.map(TASK_GROUPS), n=pd.array(n.tolist(), dtype="Int64"), value=v,
                             ci_low=np.nan, ci_high=np.nan, delta=delta, delta_ci_low=np.nan, delta_ci_high=np.nan,
                             significant=False, at_chance=~np.isnan(chance) & ~(b > chance)))
@@ -184,11 +186,11 @@ def group_means(ev: pd.DataFrame,       # an `evidence` table
                 perplexity: bool = False, # also average the (inverted) perplexity tasks
                 ci: float = 0.95,
                ) -> pd.DataFrame:
-    "Mean percent kept per (model, ratio, criterion, group), with its interval, the tasks averaged and those left out."
+    "Mean percent kept per (model, ratio, criterion, recover, group), with its interval, the tasks averaged and those left out."
     z = NormalDist().inv_cdf((1 + ci) / 2)
-    n = normalised(ev, how, ci)
+    n = normalised(with_recover(ev), how, ci)
     n = n[n.group.notna() & (perplexity | ~n.metric.isin(LOWER_IS_BETTER))]
-    keys = ["model", "ratio", "criterion", "group"]
+    keys = ["model", "ratio", "criterion", "recover", "group"]
     chance_out = n[n.at_chance].groupby(["model", "group"]).task.agg(lambda s: ", ".join(dict.fromkeys(s)))
     use = n[~n.at_chance & n.pct.notna()]
     out = use.groupby(keys, sort=False).agg(pct=("pct", "mean"), k=("pct", "size"),
@@ -400,6 +402,13 @@ def _fmt(x, rel: bool = False) -> str:
     if pd.isna(x): return "–"
     return f"{x:.3g}×" if rel else (f"{x:+.3f}" if abs(x) < 10 else f"{x:+.3g}")
 
+RECOVER_NAMES = {"none": "plain", "lsq": "least squares", "distill": "distillation"}   # for titles and legends
+
+def variant_label(criterion, ratio: float, recover: str = "none") -> str:
+    "How a report names a variant: 'baseline 2.67x', 'ppm 2x', or 'ppm+lsq 2x' when its weights were repaired."
+    name = "baseline" if is_baseline(criterion) else str(criterion)
+    return name + ("" if recover in (None, "none") or pd.isna(recover) else f"+{recover}") + f" {ratio:.3g}x"
+
 def evidence_cells(ev: pd.DataFrame) -> pd.DataFrame:
     "Tasks × variants: the baseline's value [interval], each variant's change [paired interval], `*` if significant."
     def cell(r):
@@ -409,12 +418,23 @@ def evidence_cells(ev: pd.DataFrame) -> pd.DataFrame:
             return f"{r.value:.3g}{ci}"
         ci = "" if pd.isna(r.delta_ci_low) else f" [{_fmt(r.delta_ci_low, ratio)}, {_fmt(r.delta_ci_high, ratio)}]"
         return f"{_fmt(r.delta, ratio)}{ci}" + (" *" if r.significant else "")
+    ev = with_recover(ev)
     d = ev.assign(cell=[cell(r) for r in ev.itertuples()],
-                  variant=[("baseline" if is_baseline(c) else str(c)) + f" {x:.3g}x" for c, x in zip(ev.criterion, ev.ratio)],
+                  variant=[variant_label(c, x, r) for c, x, r in zip(ev.criterion, ev.ratio, ev.recover)],
                   detail=[f"{m}, n={n}" + (", at chance" if a else "") for m, n, a in zip(ev.metric, ev.n, ev.at_chance)])
-    order = d.sort_values("ratio", ascending=False).variant.drop_duplicates().tolist()
+    order = d.sort_values("ratio", ascending=False, kind="stable").variant.drop_duplicates().tolist()
     t = d.pivot_table(index=["task", "detail"], columns="variant", values="cell", aggfunc="first")
     return t.reindex(index=pd.MultiIndex.from_frame(d[["task", "detail"]].drop_duplicates()), columns=order)
+
+def by_recover(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` with each recovery as a model of its own ('m · least squares'), the baseline's rows in each: per-model figures draw plain and recovered side by side."
+    df = with_recover(df)
+    base = df.criterion.map(is_baseline).astype(bool)
+    kinds = set(df.recover[~base])
+    if kinds <= {"none"}: return df   # nothing was repaired: the table as it is
+    order = [k for k in RECOVER_NAMES if k in kinds] + sorted(kinds - set(RECOVER_NAMES))
+    return pd.concat([pd.concat([df[base], df[~base & (df.recover == k)]]).assign(
+        model=lambda d, k=k: d.model.astype(str) + f" · {RECOVER_NAMES.get(k, k)}") for k in order], ignore_index=True)
 
 # %% ../nbs/08_evidence.ipynb #44e9e6d3
 def sequential(run_block,              # run_block(task, k): score block k of `task` for every variant (stored blocks: a no-op)

@@ -19,6 +19,8 @@ __all__ = ['explorer_figure', 'show_figure', 'save_explorer', 'ExplorerPanel', '
 # %% ../nbs/15_explorer.ipynb #0f0ae126
 from .plots import GROUP_COLORS, normalise, only_headline, paper_results, plot_dichotomy
 from .tasks import BASELINE, HEADLINE, LOWER_IS_BETTER, TASK_GROUPS, is_baseline
+from .store import with_recover
+from .evidence import RECOVER_NAMES
 
 # %% ../nbs/15_explorer.ipynb #0235dda0
 _CRITERION_NAMES = {"ppm": "PPM", "random": "random", "l1": "L1 norm", "l2": "L2 norm", "vow": "VOW", "pon": "PON",
@@ -31,6 +33,17 @@ def _mark_baseline(d: pd.DataFrame) -> pd.DataFrame:
     top = d.groupby(["source", "model"]).ratio.transform("max")
     return d.assign(criterion=np.where(np.isclose(d.ratio, top), BASELINE, "ppm"))
 
+def _criterion_name(c: str) -> str:
+    "A menu label: 'PPM', or 'PPM + least squares' for a criterion whose cut was repaired (`ppm+lsq`)."
+    crit, _, rec = str(c).partition("+")
+    return _CRITERION_NAMES.get(crit, crit) + (f" + {RECOVER_NAMES.get(rec, rec)}" if rec else "")
+
+def _fold_recover(d: pd.DataFrame) -> pd.DataFrame:
+    "A repaired variant becomes a criterion of its own ('ppm+lsq'), so the criterion menu offers plain and recovered side by side."
+    d = with_recover(d)
+    fold = ~d.criterion.map(is_baseline).astype(bool) & (d.recover != "none")
+    return d.assign(criterion=d.criterion.where(~fold, d.criterion.astype(str) + "+" + d.recover))
+
 def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool, first: str = "yours") -> pd.DataFrame:
     "Headline rows of your runs and the paper's, normalised to their baselines, in menu order (`first`: yours or the paper's first)."
     frames = []
@@ -38,7 +51,7 @@ def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool
     if paper is not False: frames.append(paper_results(None if paper is True else paper))
     if not frames: raise ValueError("nothing to show: pass a results table `df`, or keep `paper=True`")
     d = only_headline(pd.concat(frames, ignore_index=True))
-    d = _mark_baseline(d.assign(source=d.source.fillna("yours")))
+    d = _fold_recover(_mark_baseline(d.assign(source=d.source.fillna("yours"))))
     d["group"] = d.get("group", pd.Series(index=d.index, dtype=object)).fillna(d.task.map(TASK_GROUPS))
     d = d[d.group.notna()]
     if not perplexity: d = d[~d.metric.isin(LOWER_IS_BETTER)]
@@ -54,8 +67,8 @@ def _explorer_table(df: pd.DataFrame | None, paper: bool | str, perplexity: bool
     return n.sort_values(["run", "group", "task"], key=lambda s: s.map(order) if s.name == "task" else s)
 
 def _criteria(m: pd.DataFrame) -> list[str]:
-    "The pruning criteria of one model's rows, PPM first (the baseline is not one)."
-    cs = sorted(set(m[~m.is_base].criterion), key=lambda c: (c != "ppm", c))
+    "The pruning criteria of one model's rows, PPM first, each plain cut before its repaired ones (the baseline is not one)."
+    cs = sorted(set(m[~m.is_base].criterion), key=lambda c: (c.partition("+")[0] != "ppm", c.partition("+")[0], "+" in c, c))
     return cs or ["ppm"]
 
 def _label(model: str, source) -> str:
@@ -176,7 +189,7 @@ class _Menus:
         return {"yaxis2.categoryarray": c, "yaxis2.range": [len(c) - 0.5 - max(len(c), 8), len(c) - 0.5]}
 
     def criterion(self, i: int, grp: str) -> list[dict]:
-        return [dict(method="update", label=_CRITERION_NAMES.get(c, c),
+        return [dict(method="update", label=_criterion_name(c),
                      args=[{"visible": self.traces.visible(i, grp, c)}, {}]) for c in self.models[i]["crits"]]
 
     def tasks(self, i: int) -> list[dict]:
@@ -276,11 +289,13 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 # %% ../nbs/15_explorer.ipynb #9a034c52
-def _select(d: pd.DataFrame, model: str, criterion: str | None) -> pd.DataFrame:
-    "Rows of one model pruned with `criterion`, plus its unpruned baseline."
+def _select(d: pd.DataFrame, model: str, criterion: str | None, recover: str | None = None) -> pd.DataFrame:
+    "Rows of one model pruned with `criterion` (and repaired with `recover`), plus its unpruned baseline."
     m = d[d.model == model]
     if criterion and "criterion" in m:
         m = m[(m.criterion == criterion) | m.criterion.map(is_baseline)]
+    if recover is not None and "recover" in m:
+        m = m[(m.recover == recover) | m.criterion.map(is_baseline)]
     return m
 
 def _table_html(n: pd.DataFrame, ratio: float, group: str) -> str:
@@ -306,7 +321,7 @@ def _panel_table(source, paper: bool) -> pd.DataFrame:
     if not mine.empty and "source" not in mine: mine["source"] = "yours"
     frames = [f for f in (mine, paper_results() if paper else None) if f is not None and not f.empty]
     if not frames: raise ValueError("nothing to explore: pass a results table or store, or keep `paper=True`")
-    d = _mark_baseline(only_headline(pd.concat(frames, ignore_index=True)).assign(source=lambda x: x.source.fillna("yours")))
+    d = _mark_baseline(with_recover(only_headline(pd.concat(frames, ignore_index=True))).assign(source=lambda x: x.source.fillna("yours")))
     d["group"] = d.get("group", pd.Series(index=d.index, dtype=object)).fillna(d.task.map(TASK_GROUPS))
     return d[d.group.notna()]
 
@@ -319,16 +334,18 @@ class ExplorerPanel:
         self.model = W.Dropdown(options=[(_label(m, d[d.model == m].source.iloc[0]), m) for m in dict.fromkeys(d.model)],
                                 description="model")
         self.criterion = W.Dropdown(description="criterion")
+        self.recover = W.Dropdown(description="recovery", layout=W.Layout(display="none"))   # shown when runs were repaired
         self.group = W.ToggleButtons(options=["all", "fragile", "robust"], value="all", description="tasks")
         self.ratio = W.SelectionSlider(options=[("–", 0.0)], description="ratio", continuous_update=False,
                                        layout=W.Layout(width="480px"))
         self.table, self.status = W.HTML(), W.HTML()
         self.figure = W.Image(format="png", layout=W.Layout(max_width="900px"))
         self.live = LivePanel(live, prompt=prompt, max_new_tokens=max_new_tokens) if live is not None else None
-        self.box = W.VBox([W.HBox([self.model, self.criterion]), self.group, self.ratio, self.status,
+        self.box = W.VBox([W.HBox([self.model, self.criterion, self.recover]), self.group, self.ratio, self.status,
                            W.HBox([self.figure]), self.table] + ([self.live.widget] if self.live else []))
         self.model.observe(self.on_model, "value")
         self.criterion.observe(self.on_criterion, "value")
+        self.recover.observe(self.on_recover, "value")
         self.group.observe(self.refresh, "value")
         self.ratio.observe(self.refresh, "value")
         self.on_model()
@@ -345,17 +362,30 @@ class ExplorerPanel:
         self.on_criterion()
 
     def on_criterion(self, _=None):
-        "A new criterion: its ratios, keeping the slider near where it was (2.4x at first)."
+        "A new criterion: its recoveries (plain first; the menu shows only when there are several), then its ratios."
         self._quiet = True
-        ratios = sorted(_select(self.d, self.model.value, self.criterion.value).ratio.unique(), reverse=True)
+        m = _select(self.d, self.model.value, self.criterion.value)
+        kinds = sorted(set(m[~m.criterion.map(is_baseline)].recover) or {"none"}, key=lambda r: (r != "none", r))
+        old = self.recover.value
+        self.recover.options = [(RECOVER_NAMES.get(k, k), k) for k in kinds]
+        self.recover.value = old if old in kinds else kinds[0]
+        self.recover.layout.display = None if len(kinds) > 1 else "none"
+        self.on_recover()
+
+    def on_recover(self, _=None):
+        "A new recovery: its ratios, keeping the slider near where it was (2.4x at first)."
+        self._quiet = True
+        ratios = sorted(self.current(normalised=False).ratio.unique(), reverse=True)
         old = self.ratio.value
         self.ratio.options = [(f"{r:.3g}x", round(float(r), 2)) for r in ratios]   # 1.6007 (922/576) reads 1.6
         self.ratio.value = min((v for _, v in self.ratio.options), key=lambda r: abs(r - (old if old else 2.4)))
         self._quiet = False
         self.refresh()
 
-    def current(self) -> pd.DataFrame:
-        return normalise(_select(self.d, self.model.value, self.criterion.value))
+    def current(self, normalised: bool = True) -> pd.DataFrame:
+        "The rows of the chosen model, criterion and recovery, with the baseline (as percent of it, unless not `normalised`)."
+        m = _select(self.d, self.model.value, self.criterion.value, self.recover.value)
+        return normalise(m) if normalised else m
 
     def refresh(self, _=None):
         "Redraw the figure, the table and the status line for the chosen model, criterion, group and ratio."
@@ -368,7 +398,8 @@ class ExplorerPanel:
         sub = sub.astype({c: bool for c in ("significant", "at_chance") if c in sub})   # object after a merge with them
         fig = plot_dichotomy(sub.drop(columns=["pct", "pct_se", "base", "base_ratio"]), paper=False, height=4.5)
         fig.axes[0].axvline(r, color="#333", ls=":", lw=1.5)
-        fig.axes[0].set_title(f"{_label(self.model.value, sub.source.iloc[0])} · {self.criterion.value} · at {r:.3g}x")
+        how = "" if self.recover.value in (None, "none") else f" + {RECOVER_NAMES.get(self.recover.value, self.recover.value)}"
+        fig.axes[0].set_title(f"{_label(self.model.value, sub.source.iloc[0])} · {self.criterion.value}{how} · at {r:.3g}x")
         self.figure.value = _fig_png(fig)
         missing = sorted(set(n.task) - set(n[np.isclose(n.ratio, r, atol=5e-3)].task))
         self.status.value = (f"<small>{len(set(n.task))} tasks; " + (f"<b>missing at {r:.3g}x:</b> {', '.join(missing)}"

@@ -17,35 +17,41 @@ __all__ = ['DEMO_BUDGETS', 'wanted_cells', 'missing_cells', 'manifest_from_store
 
 # %% ../nbs/16_report.ipynb #684e5c87
 from .models import DEFAULT_MODEL, add_model_args, load_model
-from .store import open_store, results
-from .sweep import MANIFEST_FILE, STORE_FILE, sweep
+from .store import open_store, results, with_recover
+from .sweep import MANIFEST_FILE, STORE_FILE, add_recover_args, recover_args, sweep
 from .tasks import BASELINE, HEADLINE, TASKS, is_baseline
-from .evidence import (evidence, evidence_cells, evidence_from_results, group_means,
-                                  precision)
+from .evidence import (RECOVER_NAMES, by_recover, evidence, evidence_cells, evidence_from_results,
+                                  group_means, precision, variant_label)
 from .tasks import LOWER_IS_BETTER
+
 
 # %% ../nbs/16_report.ipynb #0df1659e
 def wanted_cells(manifest: dict) -> pd.DataFrame:
-    "The (criterion, ratio, task) cells a run asked for: every variant of the manifest times its tasks."
-    rows = [(c["criterion"], round(c["ratio"], 4), t) for c in manifest["cells"] for t in c.get("tasks", manifest["tasks"])]
-    return pd.DataFrame(list(dict.fromkeys(rows)), columns=["criterion", "ratio", "task"])
+    "The (criterion, ratio, recover, task) cells a run asked for: every variant of the manifest times its tasks."
+    rows = [(c["criterion"], round(c["ratio"], 4), c.get("recover", "none"), t)
+            for c in manifest["cells"] for t in c.get("tasks", manifest["tasks"])]
+    return pd.DataFrame(list(dict.fromkeys(rows)), columns=["criterion", "ratio", "recover", "task"])
 
 def missing_cells(df: pd.DataFrame, # tidy results of the run
                   manifest: dict,   # the run's `sweep.json` (or `manifest_from_store`)
                  ) -> pd.DataFrame:
-    "The (criterion, ratio, task) cells the run asked for that have no result in the store."
-    want = wanted_cells(manifest)
-    have = set(zip(df.criterion, df.ratio.round(4), df.task)) if len(df) else set()
-    keep = [w not in have for w in zip(want.criterion, want.ratio, want.task)]
+    "The (criterion, ratio, recover, task) cells the run asked for that have no result in the store."
+    want, df = wanted_cells(manifest), with_recover(df)
+    have = set(zip(df.criterion, df.ratio.round(4), df.recover, df.task)) if len(df) else set()
+    keep = [w not in have for w in zip(want.criterion, want.ratio, want.recover, want.task)]
     return want[keep].reset_index(drop=True)
+
 
 # %% ../nbs/16_report.ipynb #d9b0c05a
 def _store_cell(v: pd.Series, tasks: list[str]) -> dict:
     "One manifest cell from a row of `Store.variants()`."
     meta = json.loads(v.meta or "{}")
+    rec = meta.get("recovery")
     return dict(criterion=BASELINE if is_baseline(v.criterion) else v.criterion, spec=json.loads(v.spec or "{}"),
                 width=meta.get("width"), ratio=None if pd.isna(v.ratio) else round(float(v.ratio), 4),
-                fingerprint=v.fingerprint, params=meta.get("params"), model=v.model, tasks=tasks)
+                recover=v.get("recover", "none"), fingerprint=v.fingerprint, params=meta.get("params"), model=v.model,
+                tasks=tasks, **({"recovery": rec[-1]} if isinstance(rec, list) and rec else {}))
+
 
 # %% ../nbs/16_report.ipynb #b2d067e6
 def manifest_from_store(store, # a `Store` or the path of a store file
@@ -67,6 +73,7 @@ def manifest_from_store(store, # a `Store` or the path of a store file
                 own_ratio=base.get("width") / hidden if hidden and base.get("width") else None,
                 suite="as stored", tasks=list(dict.fromkeys(t for c in cells for t in c["tasks"])),
                 unavailable={}, limit=None, criteria=sorted({c["criterion"] for c in cells} - {BASELINE}),
+                recover=sorted({c["recover"] for c in cells}, key=lambda r: (r != "none", r)),
                 cells=cells, store=Path(st.path).name, source="store")
 
 # %% ../nbs/16_report.ipynb #1aef5c2c
@@ -76,8 +83,8 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
 
-def _variant_label(criterion, ratio: float) -> str:
-    return ("baseline" if is_baseline(criterion) else str(criterion)) + f" {ratio:.3g}x"
+def _variant_label(criterion, ratio: float, recover: str = "none") -> str:
+    return variant_label(criterion, ratio, recover)
 
 def _pivot(df: pd.DataFrame) -> pd.DataFrame:
     "Tasks × (criterion, ratio) table of headline values (± stderr), the baseline first."
@@ -85,7 +92,8 @@ def _pivot(df: pd.DataFrame) -> pd.DataFrame:
     d = df[want.isna() | (df.metric == want)].copy()
     se = d.stderr if "stderr" in d else pd.Series(float("nan"), index=d.index)
     d["cell"] = [f"{v:.4g}" + ("" if pd.isna(s) else f" ± {s:.3f}") for v, s in zip(d.value, se)]
-    d["variant"] = [_variant_label(c, r) for c, r in zip(d.criterion, d.ratio)]
+    d = with_recover(d)
+    d["variant"] = [_variant_label(c, r, x) for c, r, x in zip(d.criterion, d.ratio, d.recover)]
     order = d.sort_values(["ratio"], ascending=False).variant.drop_duplicates().tolist()
     t = d.pivot_table(index=["task", "metric"], columns="variant", values="cell", aggfunc="first")
     return t[[c for c in order if c in t.columns]]
@@ -132,24 +140,28 @@ def _report_figures(df: pd.DataFrame, manifest: dict, name: str, paper: bool,
     "{name: (figure, caption)} of the figures the results allow, and the notes to print with them."
     from glu_pruning.plots import correlation, plot_correlation, plot_dichotomy, plot_params, plot_tasks
     figs, notes = {}, []
+    side = "" if set(with_recover(df).recover) <= {"none"} else (   # plain and recovered: one panel (line) each
+        " One panel per recovery after slicing (plain: none), each against the same unpruned baseline.")
     if len(df):
-        ppm = _ppm_rows(df)
+        ppm = by_recover(_ppm_rows(df))
         if ppm.task.isin(list(TASKS)).any():
-            figs["dichotomy"] = (plot_dichotomy(_ppm_rows(ev) if ev is not None and len(ev) else ppm, paper=paper),
+            figs["dichotomy"] = (plot_dichotomy(by_recover(_ppm_rows(ev)) if ev is not None and len(ev) else ppm, paper=paper),
                                  "Share of the baseline's margin over chance kept (accuracy tasks; the plain percent of "
                                  "the baseline where a task has no chance level) against expansion ratio: fragile (red) "
                                  "vs robust (blue) tasks. Filled markers: the change is significant (95 % paired "
                                  "interval); hollow: it is not. Group means with 95 % bands leave out the tasks at "
                                  "chance for this model, named under the figure; perplexities are in the per-task figure"
-                                 + ("; dashed and dotted: the paper's Llama-3.2-1B and -3B." if paper else "."))
+                                 + ("; dashed and dotted: the paper's Llama-3.2-1B and -3B." if paper else ".") + side)
         figs["tasks"] = (plot_tasks(ppm, paper=paper), "Each task's headline metric against ratio"
-                         + (" (solid: this run; dashed: the paper)." if paper else "."))
+                         + (" (solid: this run; dashed: the paper)." if paper else ".")
+                         + (" A line per recovery (`· least squares`)." if side else ""))
         if {"mmlu", "truthfulqa_mc2"} <= set(df.task) and df.ratio.nunique() > 2:
             figs["correlation"] = (plot_correlation(ppm, paper=paper), "MMLU against TruthfulQA-MC2 across ratios, "
                                    "with Pearson r and p per model.")
             c = correlation(ppm).set_index("model")
-            notes.append(f"MMLU vs TruthfulQA-MC2 on this run: r = {c.r.iloc[0]:.3f}, p = {c.p.iloc[0]:.3f} "
-                         f"(n = {int(c.n.iloc[0])} ratios); the paper reports r = −0.864, p = 0.012 for Llama-3.2-3B.")
+            notes += [f"MMLU vs TruthfulQA-MC2 on this run{f' ({m})' if side else ''}: r = {r.r:.3f}, p = {r.p:.3f} "
+                      f"(n = {int(r.n)} ratios); the paper reports r = −0.864, p = 0.012 for Llama-3.2-3B."
+                      for m, r in (c.iterrows() if side else [(None, c.iloc[0])])]
     params = _param_rows(manifest, name)
     if len(params):
         figs["params"] = (plot_params(params, paper=paper), "Parameters against ratio (percent of the unpruned model).")
@@ -171,7 +183,44 @@ def _summary(manifest: dict, name: str) -> str:
     return (f"{manifest.get('model_type', '')} model, hidden size {manifest.get('hidden')}, "
             f"{manifest.get('width')} intermediate neurons per layer" + (f" (ratio {own:.3g}x)" if own else "")
             + f"; suite `{manifest.get('suite')}`" + (f", limit {manifest['limit']} items per task" if manifest.get("limit") else "")
-            + f"; criteria {', '.join(manifest.get('criteria', [])) or 'none'}. Written {datetime.datetime.now():%Y-%m-%d %H:%M}.")
+            + f"; criteria {', '.join(manifest.get('criteria', [])) or 'none'}"
+            + ("" if set(manifest.get("recover") or ["none"]) == {"none"} else
+               "; after slicing: " + ", ".join(RECOVER_NAMES.get(r, r) for r in manifest["recover"]))
+            + f". Written {datetime.datetime.now():%Y-%m-%d %H:%M}.")
+
+def _recovery_section(manifest: dict) -> list[str]:
+    "Markdown: what each recovered variant's repair was (method, calibration text and tokens, steps, final loss, time)."
+    cells = [c for c in manifest.get("cells", []) if c.get("recover", "none") != "none"]
+    if not cells: return []
+    lines = ["## Recovery after slicing", "", "Each recovered variant is the plain cut of the same criterion and width, "
+             "repaired on calibration text that no task scores; it is compared with the same unpruned baseline.", ""]
+    for c in cells:
+        r, what = c.get("recovery") or {}, _variant_label(c["criterion"], c["ratio"], c["recover"])
+        if not r: lines.append(f"- {what}: not made yet."); continue
+        done = [f"{r['calibration_tokens']:,} tokens of {r.get('calibration', '?')}" if "calibration_tokens" in r else None,
+                f"{r['steps']} steps" if "steps" in r else None,
+                f"final loss {r['final_loss']:.4g}" if r.get("final_loss") is not None else None,
+                (f"MLP output error on the calibration text {r['output_error_plain']:.3f} → {r['output_error']:.3f}"
+                 if "output_error" in r else None), f"{r['seconds']:.0f} s" if "seconds" in r else None]
+        lines.append(f"- {what}: {RECOVER_NAMES.get(r.get('method'), r.get('method'))}, " + ", ".join(x for x in done if x) + ".")
+    return lines + [""]
+
+def _criteria_section(ev: pd.DataFrame) -> list[str]:
+    "Markdown: group means per criterion × recovery (rows) and ratio × group (columns), when there is more than one."
+    gm = group_means(ev)
+    gm = gm[~gm.criterion.map(is_baseline).astype(bool)]
+    if gm[["criterion", "recover"]].drop_duplicates().shape[0] < 2: return []
+    gm = gm.assign(cell=[("–" if pd.isna(p) else f"{p:.0f} %" + ("" if pd.isna(lo) else f" [{lo:.0f}, {hi:.0f}]"))
+                         if k else "no task" for p, lo, hi, k in zip(gm.pct, gm.ci_low, gm.ci_high, gm.k)],
+                   col=[f"{g} {r:.3g}x" for g, r in zip(gm.group, gm.ratio)],
+                   recover=gm.recover.map(lambda r: RECOVER_NAMES.get(r, r)))
+    cols = [f"{g} {r:.3g}x" for g in ("fragile", "robust") for r in sorted(set(gm.ratio), reverse=True)]
+    t = gm.pivot_table(index=["criterion", "recover"], columns="col", values="cell", aggfunc="first")
+    t = t[[c for c in cols if c in t.columns]]
+    t = t.reindex(sorted(t.index, key=lambda i: (i[0] != "ppm", i[0], i[1] != "plain", i[1])))
+    return ["## Criteria compared", "", "Group means (share of the baseline's margin over chance kept, 95 % interval; "
+            "tasks at chance left out) for each criterion, sliced plain and repaired after slicing:", "",
+            _md_table(t).replace("| task | metric |", "| criterion | recovery |", 1), ""]
 
 def _missing_section(manifest: dict, miss: pd.DataFrame) -> list[str]:
     "Markdown lines: tasks without data, then the (variant, task) cells with no result and how to fill them."
@@ -184,7 +233,7 @@ def _missing_section(manifest: dict, miss: pd.DataFrame) -> list[str]:
     if not miss.empty:
         want = wanted_cells(manifest)
         by = miss.groupby("task", sort=False).apply(
-            lambda g: ", ".join(_variant_label(c, r) for c, r in zip(g.criterion, g.ratio)), include_groups=False)
+            lambda g: ", ".join(_variant_label(c, r, x) for c, r, x in zip(g.criterion, g.ratio, g.recover)), include_groups=False)
         lines.append(f"- {len(miss)} of {(~want.task.isin(list(unavailable))).sum()} (variant, task) cells have no "
                      "result yet; rerun the same `glu-prune sweep` command to complete them:")
         lines += [f"  - {t}: {v}" for t, v in by.items()]
@@ -198,9 +247,9 @@ def _evidence_sections(ev: pd.DataFrame) -> list[str]:
                          "significant changes": pr.significant.fillna(0).astype(int).astype(str).values},
                         index=pd.MultiIndex.from_frame(pr[["task", "metric"]]))
     gm = group_means(ev)
-    means = [f"- {g}, {_variant_label(c, r)}: " + (f"{p:.0f} % [{lo:.0f}, {hi:.0f}] over {k} task(s) ({t})"
-             if k else "no task to average") for g, c, r, p, lo, hi, k, t in
-             zip(gm.group, gm.criterion, gm.ratio, gm.pct, gm.ci_low, gm.ci_high, gm.k, gm.tasks)]
+    means = [f"- {g}, {_variant_label(c, r, x)}: " + (f"{p:.0f} % [{lo:.0f}, {hi:.0f}] over {k} task(s) ({t})"
+             if k else "no task to average") for g, c, r, x, p, lo, hi, k, t in
+             zip(gm.group, gm.criterion, gm.ratio, gm.recover, gm.pct, gm.ci_low, gm.ci_high, gm.k, gm.tasks)]
     left = "; ".join(f"{m}: {', '.join(ts)}" for m, ts in gm.attrs.get("left_out", {}).items() if ts)
     return ["## Results (headline metric per task)", "",
             "The baseline's value with its 95 % interval; each variant's change against the baseline with its 95 % "
@@ -213,13 +262,14 @@ def _evidence_sections(ev: pd.DataFrame) -> list[str]:
             _md_table(prec), "",
             "## Group means", "", "Share of the baseline's margin over chance kept, averaged over the group's tasks "
             "(perplexities and tasks at chance left out), with a 95 % interval:", ""] + means + [""] + (
-            [f"Left out as at chance: {left}.", ""] if left else [])
+            [f"Left out as at chance: {left}.", ""] if left else []) + _criteria_section(ev)
 
 def _report_markdown(df: pd.DataFrame, manifest: dict, name: str, figs: dict, notes: list[str],
                      miss: pd.DataFrame, explorer: bool, ev: pd.DataFrame | None = None) -> str:
     "The whole report as Markdown, figures linked as `figures/<name>.png`."
     md = [f"# Width-pruning sweep: {name}", "", _summary(manifest, name), ""] + _missing_section(manifest, miss)
     if notes: md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    md += _recovery_section(manifest)
     for k, (_, cap) in figs.items(): md += [f"## {k.capitalize()}", "", f"![{k}](figures/{k}.png)", "", cap, ""]
     if len(df) and ev is not None and len(ev):
         md += _evidence_sections(ev) + ["Every headline number with its interval is in `results.csv`"
@@ -239,7 +289,7 @@ def render_report(df: pd.DataFrame, # tidy results of the run (`glu_pruning.stor
                  ) -> Path:
     "Write `report.html` (self-contained), `report.md`, `figures/*.png` and `results.csv`; return the HTML path."
     out = Path(out); (out / "figures").mkdir(parents=True, exist_ok=True)
-    name = manifest.get("label") or manifest["model"]
+    name, df = manifest.get("label") or manifest["model"], with_recover(df)
     if manifest.get("label"): df = df.assign(model=name)   # a store of several models keeps their names
     ev = evidence_from_results(df) if ev is None else ev
     if manifest.get("label"): ev = ev.assign(model=name)
@@ -302,7 +352,8 @@ def report(run="runs/sweep",        # a run directory written by `sweep`, or a r
     df = _run_rows(db, manifest)
     ev = evidence(db) if db.exists() and len(df) else None
     if ev is not None:   # the variants of this run only
-        ev = ev.merge(df[["model", "ratio", "criterion"]].drop_duplicates(), on=["model", "ratio", "criterion"])
+        keys = ["model", "ratio", "criterion", "recover"]
+        ev = ev.merge(with_recover(df)[keys].drop_duplicates(), on=keys)
     return render_report(df, manifest, Path(out) if out else default, paper=paper, explorer=explorer, ev=ev)
 
 # %% ../nbs/16_report.ipynb #eaed7cb4
@@ -343,6 +394,7 @@ def cli_sweep(p):
     p.add_argument("--percents", type=float, nargs="+", default=[],
                    help="targets as percent of neurons pruned, like the paper's 10 20 … 60 (instead of or with --ratios)")
     p.add_argument("--criteria", nargs="+", default=["ppm"], help="criteria to compare at the same widths (default: ppm)")
+    add_recover_args(p)   # --recover none lsq, --recover-steps, --calibration-tokens
     p.add_argument("--suite", default="quick", help="suite name (quick, paper), comma-separated lm-eval tasks (full "
                    "tasks), or quick:task1,task2 for some of the quick suite's tasks with its item limits")
     p.add_argument("--limit", type=int, help="a seeded random sample of N items of every task, the same for every variant")
@@ -365,7 +417,7 @@ def cli_sweep(p):
         ratios = a.ratios if a.ratios is not None else ([] if a.percents else [2.4, 2.0, 1.6])
         df = sweep(model, tok, ratios=ratios, percents=a.percents,
                    criteria=a.criteria, suite=suite, out=a.out, limit=a.limit, budget=a.budget, data_dir=a.data_dir,
-                   target_ci=a.target_ci, block=a.block,
+                   target_ci=a.target_ci, block=a.block, **recover_args(a),
                    batch_size=a.batch_size, apply_chat_template=a.chat_template, seeds=a.seeds)
         print(f"{df.attrs['evaluated']} cells evaluated, {df.attrs['reused']} reused; results in {Path(a.out) / STORE_FILE}")
         if a.report: print(f"report: {report(a.out).resolve()}")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['config_key', 'Store', 'open_store', 'results', 'aggregate', 'paired_bootstrap', 'compare']
+__all__ = ['config_key', 'Store', 'open_store', 'with_recover', 'results', 'aggregate', 'paired_bootstrap', 'compare']
 
 # %% ../nbs/07_store.ipynb #679af5da
 def config_key(config: dict) -> str:
@@ -24,7 +24,7 @@ def config_key(config: dict) -> str:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS variants(
     fingerprint TEXT PRIMARY KEY, model TEXT NOT NULL, ratio REAL, criterion TEXT NOT NULL DEFAULT 'none',
-    base_fingerprint TEXT, spec TEXT, meta TEXT, created REAL);
+    base_fingerprint TEXT, spec TEXT, meta TEXT, created REAL, recover TEXT NOT NULL DEFAULT 'none');
 CREATE TABLE IF NOT EXISTS cells(
     id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL, task TEXT NOT NULL, key TEXT NOT NULL, config TEXT NOT NULL,
     grp TEXT, finished REAL NOT NULL, seconds REAL, UNIQUE(fingerprint, task, key));
@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS items(
     value REAL NOT NULL, weight REAL NOT NULL DEFAULT 1, PRIMARY KEY(cell, metric, doc));
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT);
 """
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+_MIGRATIONS = {   # schema: the statements that bring it to the next version, run once in one transaction
+    "1": ["ALTER TABLE variants ADD COLUMN recover TEXT NOT NULL DEFAULT 'none'"],   # 2: recovery after slicing
+}
 AGGREGATIONS = ("mean", "perplexity", "bits_per_byte")
 
 def _num(x):
@@ -65,6 +68,9 @@ class Store:
             raise ValueError(f"{self.path} is not a glu_pruning result store (SQLite: {e}); choose another store "
                              "file, or move this one aside if it is damaged.") from None
         v = self.con.execute("SELECT value FROM info WHERE key='schema'").fetchone()
+        if v is not None and v[0] in _MIGRATIONS:
+            self._wait(self._migrate)
+            v = self.con.execute("SELECT value FROM info WHERE key='schema'").fetchone()
         if v is None or v[0] != SCHEMA_VERSION:
             raise ValueError(f"{self.path} is a result store of schema {v and v[0]!r}, this glu_pruning reads schema "
                              f"{SCHEMA_VERSION!r}; use a new store file (or the glu_pruning version that wrote it).")
@@ -79,6 +85,19 @@ class Store:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip(): c.execute(stmt)
                 c.execute("INSERT OR REPLACE INTO info VALUES('schema', ?)", (SCHEMA_VERSION,))
+
+    def _migrate(self):
+        "Bring an older schema up to `SCHEMA_VERSION` (another process may have done it while we waited)."
+        try:
+            with self._tx() as c:
+                while (v := c.execute("SELECT value FROM info WHERE key='schema'").fetchone()[0]) in _MIGRATIONS:
+                    for stmt in _MIGRATIONS[v]: c.execute(stmt)
+                    c.execute("UPDATE info SET value=? WHERE key='schema'", (str(int(v) + 1),))
+        except sqlite3.OperationalError as e:
+            if _locked(e) or "readonly" not in str(e).lower(): raise
+            raise ValueError(f"{self.path} is a result store of an older schema that needs a one-time upgrade (a "
+                             "`recover` column), but the file cannot be written; copy it somewhere writable and open "
+                             "the copy.") from None
 
     def _wait(self, fn):
         "Run `fn`, waiting while another process holds the write lock: a line every few seconds, an error at `timeout`."
@@ -120,18 +139,30 @@ class Store:
         return f"Store({self.path.name!r}, cells={n})"   # the file's name: a notebook shows no machine's paths
 
 # %% ../nbs/07_store.ipynb #2186a927
+def _recover_name(recovery) -> str:
+    "The `recover` of a recovery record: 'none', a method name, or 'lsq+distill' for steps in turn."
+    if not recovery: return "none"
+    if isinstance(recovery, str): return recovery
+    return "+".join(r["method"] if isinstance(r, dict) else str(r) for r in recovery)
+
 def _add_variant(self: Store, fingerprint: str, # `glu_pruning.models.fingerprint(model)`
                  model: str,                # the base model's name
                  ratio: float | None = None, # expansion ratio intermediate/hidden of this variant
                  criterion: str = "none",    # pruning criterion; "none" for an unpruned model
                  spec: dict | None = None,   # the pruning request (ratio / percent / width / round_to)
                  base_fingerprint: str | None = None, # the unpruned model's fingerprint
-                 **meta):                    # anything else worth keeping (widths, parameter counts, ...)
-    "Record what a fingerprint is (first description wins)."
+                 recover: str | None = None, # repair after slicing: "lsq", "distill" (default: from `recovery`, else "none")
+                 **meta):                    # anything else worth keeping (widths, parameter counts, `recovery` records, ...)
+    "Record what a fingerprint is (first description wins; a recovered one is never left marked plain)."
+    recover = recover or _recover_name(meta.get("recovery"))
+    row = (fingerprint, model, _num(ratio), criterion, base_fingerprint or fingerprint, json.dumps(spec or {}, sort_keys=True),
+           json.dumps(meta, sort_keys=True, default=str), time.time(), recover)
     with self._tx() as c:
-        c.execute("INSERT OR IGNORE INTO variants VALUES(?,?,?,?,?,?,?,?)",
-                  (fingerprint, model, _num(ratio), criterion, base_fingerprint or fingerprint,
-                   json.dumps(spec or {}, sort_keys=True), json.dumps(meta, sort_keys=True, default=str), time.time()))
+        c.execute("INSERT OR IGNORE INTO variants(fingerprint, model, ratio, criterion, base_fingerprint, spec, meta, "
+                  "created, recover) VALUES(?,?,?,?,?,?,?,?,?)", row)
+        if recover != "none":   # first described without its recovery (e.g. by `evaluate`): say how it was made
+            c.execute("UPDATE variants SET recover=?, meta=? WHERE fingerprint=? AND recover='none'",
+                      (recover, row[6], fingerprint))
 
 def _variant(self: Store, fingerprint: str) -> dict | None:
     "The description of one variant, or None."
@@ -147,6 +178,7 @@ def _variants(self: Store) -> pd.DataFrame:
     return pd.read_sql_query("SELECT * FROM variants ORDER BY model, ratio DESC", self.con)
 
 Store.add_variant, Store.variant, Store.variants = _add_variant, _variant, _variants
+
 
 # %% ../nbs/07_store.ipynb #34e69903
 def _is_done(self: Store, fingerprint: str, task: str, config: dict) -> bool:
@@ -224,6 +256,11 @@ def open_store(store,                # a `Store` or the path of a store file
 _CONFIG_COLUMNS = ("n_shot", "limit", "seed", "chat_template", "max_gen_toks", "max_length", "lm_eval", "glu_pruning")
 _INT_COLUMNS = {"n_shot", "limit", "seed", "max_gen_toks", "max_length"}   # nullable integers: <NA> = not set
 
+def with_recover(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` with a `recover` column: a table without one (written before recovery existed) is all 'none'."
+    if "recover" in df: return df.assign(recover=df.recover.fillna("none").astype(str))
+    return df.assign(recover="none") if len(df.columns) else df
+
 def results(store,                    # a `Store` or the path of a store file
             subtasks: bool = False,   # also the rows of a group task's subtasks (`task` is then the subtask)
             average_seeds: bool = False, # one row per cell config with the mean over seeds (+ seed_std, n_seeds)
@@ -232,7 +269,7 @@ def results(store,                    # a `Store` or the path of a store file
     st, own = open_store(store)
     try:
         df = pd.read_sql_query(
-            "SELECT v.model, v.ratio, v.criterion, m.task, m.metric, m.value, m.stderr, c.grp AS 'group', "
+            "SELECT v.model, v.ratio, v.criterion, COALESCE(v.recover, 'none') AS recover, m.task, m.metric, m.value, m.stderr, c.grp AS 'group', "
             "m.higher_is_better, m.n, c.task AS parent, c.fingerprint, v.base_fingerprint, c.key, c.config, "
             "c.finished, c.seconds FROM metrics m JOIN cells c ON c.id=m.cell "
             "LEFT JOIN variants v ON v.fingerprint=c.fingerprint ORDER BY v.model, v.ratio DESC, c.id", st.con)
@@ -300,8 +337,8 @@ def paired_bootstrap(a, b,            # per-item values of the two variants, ali
     return dict(delta=delta, ci_low=float(lo), ci_high=float(hi), n_items=n)
 
 # %% ../nbs/07_store.ipynb #ee832561
-def _pick(st: Store, who, model: str | None) -> str:
-    "Resolve a variant name (fingerprint / prefix, ratio, 'baseline') to its fingerprint."
+def _pick(st: Store, who, model: str | None, recover: str | None = None) -> str:
+    "Resolve a variant name (fingerprint / prefix, ratio, 'baseline') to its fingerprint; `recover` narrows a ratio."
     v = st.variants()
     if model is not None: v = v[v.model == model]
     if isinstance(who, str) and who != "baseline":
@@ -310,12 +347,16 @@ def _pick(st: Store, who, model: str | None) -> str:
         hit = v[v.criterion == "none"]
     else:
         hit = v[np.isclose(v.ratio.astype(float), float(who), atol=5e-3)]
+        if recover is not None: hit = hit[hit.recover == recover]
     if len(hit) != 1:
-        have = ", ".join(f"{r.fingerprint[:8]} ({r.model}, {r.ratio:.3g}x, {r.criterion})" for r in v.itertuples())
+        have = ", ".join(f"{r.fingerprint[:8]} ({r.model}, {r.ratio:.3g}x, {r.criterion}"
+                         + (f", {r.recover}" if r.recover != "none" else "") + ")" for r in v.itertuples())
         what = "no" if hit.empty else "several"
-        raise ValueError(f"{what} stored variants match {who!r}{f' for model {model!r}' if model else ''}; "
-                         f"name one by fingerprint. Stored: {have or 'none'}")
+        hint = "name one by fingerprint" + ("" if recover is not None else ", or pass recover='none' / 'lsq' / ...")
+        raise ValueError(f"{what} stored variants match {who!r}{f' for model {model!r}' if model else ''}"
+                         f"{f' recovered with {recover!r}' if recover is not None else ''}; {hint}. Stored: {have or 'none'}")
     return hit.fingerprint.iloc[0]
+
 
 # %% ../nbs/07_store.ipynb #5af6423a
 def compare(store,                  # a `Store` or the path of a store file
@@ -323,12 +364,14 @@ def compare(store,                  # a `Store` or the path of a store file
             tasks: list[str] | None = None,   # restrict to these tasks
             metrics: list[str] | None = None, # restrict to these metrics
             model: str | None = None, # disambiguate ratios / "baseline" when the store holds several models
+            recover: str | None = None, # a ratio names the variant repaired this way ("none": plain slicing, "lsq", ...)
             n_boot: int = 2000, ci: float = 0.95, seed: int = 0,
            ) -> pd.DataFrame:
     "Per task and metric: b − a over the items both answered, with a paired-bootstrap confidence interval."
     st, own = open_store(store)
     try:
-        fa, fb = _pick(st, a, model), _pick(st, b, model)
+        fa, fb = _pick(st, a, model, recover), _pick(st, b, model, recover)
+        ra, rb = (st.variant(f)["recover"] for f in (fa, fb))
         ca, cb = st.cells(fa), st.cells(fb)
         pairs = ca.merge(cb, on=["task", "key"], suffixes=("_a", "_b"))
         rows = []
@@ -362,5 +405,5 @@ def compare(store,                  # a `Store` or the path of a store file
         if r.ci_high < 0: return "a" if r.higher_is_better else "b"
         return "unclear"
     df["better"] = [better(r) for r in df.itertuples()] if len(df) else []
-    df.attrs.update(a=fa, b=fb)
+    df.attrs.update(a=fa, b=fb, recover_a=ra, recover_b=rb)
     return df

@@ -13,7 +13,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['STORE_FILE', 'MANIFEST_FILE', 'PLAN_FILE', 'skipped_targets', 'plan', 'sweep']
+__all__ = ['RECOVERIES', 'LSQ_TOKENS', 'DISTILL_STEPS', 'DISTILL_TOKENS_PER_STEP', 'STORE_FILE', 'MANIFEST_FILE', 'PLAN_FILE',
+           'skipped_targets', 'plan', 'sweep', 'add_recover_args', 'recover_args']
 
 # %% ../nbs/13_sweep.ipynb #65fd5635
 from .models import DEFAULT_MODEL, count_params, find_mlps, fingerprint, load_model
@@ -33,11 +34,37 @@ def skipped_targets(hidden: int, width: int, ratios=(), percents=()) -> list[str
     return said + [f"percent 0 prunes nothing: skipped, the unpruned baseline stands for it"
                    for p in percents or () if float(p) == 0]
 
+RECOVERIES = ("none", "lsq", "distill")   # what a sweep can do to each pruned copy: nothing, least squares, distillation
+LSQ_TOKENS = 3072      # calibration tokens of "lsq": about a minute for SmolLM2-135M on one busy CPU core
+DISTILL_STEPS = 100    # optimiser steps of "distill": a few minutes for SmolLM2-135M on CPU
+DISTILL_TOKENS_PER_STEP = 4 * 256   # `distill`'s default batch of 4 blocks of 256 tokens: fresh text for every step
+
+def _recoveries(recover) -> list[str]:
+    "None -> ['none']; 'lsq' -> ['lsq']; ['none', 'lsq'] as given; each name checked."
+    rs = ["none"] if recover is None else [recover] if isinstance(recover, str) else list(recover)
+    bad = [r for r in rs if r not in RECOVERIES]
+    if bad or not rs:
+        raise ValueError(f"unknown recovery {bad[0] if bad else recover!r}; choose from {', '.join(RECOVERIES)} "
+                         "('none' is plain slicing), or a list of them such as ['none', 'lsq'].")
+    return list(dict.fromkeys(rs))
+
+def _recovery_settings(how: str, steps: int, tokens: int | None) -> dict:
+    "What identifies a recovery in the plan: its calibration tokens (and steps), the defaults filled in."
+    if how == "none": return {}
+    if how == "distill":
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ValueError(f"recover_steps={steps!r} must be a positive number of optimiser steps, e.g. 100.")
+        return dict(recover_steps=steps, recover_tokens=tokens or steps * DISTILL_TOKENS_PER_STEP)
+    return dict(recover_tokens=tokens or LSQ_TOKENS)
+
 def plan(hidden: int, width: int,            # the model's hidden size and current intermediate width
          ratios=(), percents=(),             # targets: expansion ratios and/or percentages of neurons pruned
          criteria=("ppm",),                  # criteria, each sliced at every target
+         recover=None,                       # None (plain slicing), "lsq", "distill", or a list such as ["none", "lsq"]
+         recover_steps: int = DISTILL_STEPS, # optimiser steps of "distill"
+         calibration_tokens: int | None = None, # recovery calibration tokens (default: LSQ_TOKENS; steps × 1024 for distill)
         ) -> list[dict]:
-    "The variants of a sweep: the baseline, then each criterion at each distinct target width (widest first)."
+    "The variants of a sweep: the baseline, then each criterion at each distinct target width (widest first), once per recovery."
     targets = {}
     for r in ratios or ():
         check_target(ratio=float(r))                           # 0, negative, NaN and infinite ratios are errors
@@ -47,11 +74,15 @@ def plan(hidden: int, width: int,            # the model's hidden size and curre
         if float(p) == 0: continue                            # 0 % pruned: the baseline, as in the paper's tables
         check_target(percent=float(p))
         targets.setdefault(target_width(width, hidden, percent=float(p)), dict(percent=float(p)))
-    cells = [dict(criterion=BASELINE, spec={}, width=width, ratio=round(width / hidden, 4))]
+    if calibration_tokens is not None and not (isinstance(calibration_tokens, int) and calibration_tokens >= 1):
+        raise ValueError(f"calibration_tokens={calibration_tokens!r} must be a positive number of tokens, e.g. {LSQ_TOKENS}.")
+    how = {r: _recovery_settings(r, recover_steps, calibration_tokens) for r in _recoveries(recover)}
+    cells = [dict(criterion=BASELINE, spec={}, width=width, ratio=round(width / hidden, 4), recover="none")]
     for c in ([criteria] if isinstance(criteria, str) else list(criteria)):
         get_criterion(c)                                       # an unknown name: the one message that lists them
         for k in sorted(targets, reverse=True):
-            cells.append(dict(criterion=c, spec=targets[k], width=k, ratio=round(k / hidden, 4)))
+            for r, settings in how.items():                    # plain and recovered copies of one cut side by side
+                cells.append(dict(criterion=c, spec=targets[k], width=k, ratio=round(k / hidden, 4), recover=r, **settings))
     return cells
 
 # %% ../nbs/13_sweep.ipynb #648993c4
@@ -78,11 +109,16 @@ def _locked(path: Path):
         yield
     finally: os.close(fd)   # closing releases the lock
 
+def _cell_key(c: dict) -> tuple:
+    "What makes a manifest cell one variant: criterion, width, and its recovery with that recovery's settings."
+    return (c["criterion"], c["width"], c.get("recover", "none"), c.get("recover_tokens"), c.get("recover_steps"))
+
 def _merge_cells(ours: list[dict], theirs: list[dict]) -> list[dict]:
-    "One cell per (criterion, width), ours first; what either run learned (fingerprint, params, tasks) is kept."
+    "One cell per variant (`_cell_key`), ours first; what either run learned (fingerprint, params, tasks) is kept."
     merged = {}
     for c in ours + theirs:
-        k, old = (c["criterion"], c["width"]), merged.get((c["criterion"], c["width"]), {})
+        k = _cell_key(c)
+        old = merged.get(k, {})
         merged[k] = {**c, **old, "tasks": list(dict.fromkeys(old.get("tasks", []) + c.get("tasks", [])))}
     return list(merged.values())
 
@@ -97,6 +133,7 @@ def _save_manifest(mf: Path, manifest: dict) -> dict:
             manifest = {**manifest, "cells": _merge_cells(manifest["cells"], old["cells"]),
                         "tasks": list(dict.fromkeys(manifest["tasks"] + old.get("tasks", []))),
                         "criteria": sorted(set(manifest["criteria"]) | set(old.get("criteria", []))),
+                        "recover": [r for r in RECOVERIES if r in set(manifest.get("recover", ["none"])) | set(old.get("recover", ["none"]))],
                         "unavailable": {**old.get("unavailable", {}), **manifest["unavailable"]},
                         "started": old.get("started", manifest["started"])}
         _write_json(mf, manifest)
@@ -150,6 +187,7 @@ def _run_manifest(model, layers: int, cells: list[dict], tasks: list[str], suite
                 hidden=hidden, width=width, own_ratio=width / hidden, layers=layers,
                 base_fingerprint=fingerprint(model), suite=suite if isinstance(suite, str) else list(tasks),
                 tasks=list(tasks), unavailable={}, limit=limit, criteria=sorted({c["criterion"] for c in cells[1:]}),
+                recover=[r for r in RECOVERIES if r in {c.get("recover", "none") for c in cells}],
                 eval=dict(eval_kwargs), store=STORE_FILE, cells=cells,
                 started=datetime.datetime.now().isoformat(timespec="seconds"))
 
@@ -158,16 +196,49 @@ def _calibration(criterion: str, texts, data_dir) -> list[str] | None:
     if not CRITERIA[criterion].needs_data: return None
     return texts if texts is not None else calibration_texts(data=data_dir)
 
-def _variant(model, cell: dict, scores: dict, tokenizer, texts, data_dir):
-    "The model of one cell: the model itself for the baseline, else a pruned copy (each criterion scored once)."
-    c = cell["criterion"]
+def _recovery_texts(cell: dict, tokenizer, texts, data_dir, cache: dict) -> list[str]:
+    "Calibration text of a recovery: `texts` when given, else `recover_tokens` tokens of text no task scores (made once)."
+    if texts is not None: return texts
+    from glu_pruning.recovery import calibration_for_tokens
+    n = cell["recover_tokens"]
+    if n not in cache: cache[n] = calibration_for_tokens(tokenizer, n, data=data_dir)
+    return cache[n]
+
+def _distill(student, teacher, tokenizer, texts, steps: int):
+    "`glu_pruning.distill.distill` for a sweep: quiet, and no checkpoint written (the copy is evaluated at once)."
+    from transformers import TrainerCallback
+    from glu_pruning.distill import distill
+    class NoCheckpoints(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw): control.should_save = False
+    return distill(student, teacher, tokenizer, texts, steps=steps, callbacks=[NoCheckpoints()], progress=False)[0]
+
+def _variant(model, cell: dict, scores: dict, tokenizer, texts, data_dir, cache: dict | None = None):
+    "The model of one cell: the model itself for the baseline, else a pruned copy (each criterion scored once), recovered as the cell says."
+    c, how = cell["criterion"], cell.get("recover", "none")
     if is_baseline(c): return model
     if c not in scores:
         scores[c] = score(model, c, tokenizer=tokenizer, texts=_calibration(c, texts, data_dir), progress=False)
-    return prune(model, criterion=c, scores=scores[c], inplace=False, progress=False, **cell["spec"]).model
+    cut = dict(criterion=c, scores=scores[c], inplace=False, progress=False, **cell["spec"])   # the criterion's neurons
+    if how == "none": return prune(model, **cut).model
+    calib = _recovery_texts(cell, tokenizer, texts, data_dir, {} if cache is None else cache)
+    if how == "lsq":   # re-fits each down_proj from the unpruned layer's activations while slicing
+        return prune(model, recover="lsq", tokenizer=tokenizer, texts=calib, **cut).model
+    return _distill(prune(model, **cut).model, model, tokenizer, calib, cell["recover_steps"])
 
-def _evaluate_cell(variant, fp: str, tokenizer, spec, store, manifest: dict, progress: bool, **kw) -> str:
-    "Evaluate one (variant, task) cell into the store: 'evaluated', 'reused', or 'unavailable' (no data)."
+def _recovery_summary(variant) -> dict | None:
+    "The recovery record of a pruned copy, short, for `sweep.json`: method, calibration, tokens, steps, final loss."
+    rep = getattr(variant, "glu_pruning", None)
+    if rep is None or not rep.recovery: return None
+    r = rep.recovery[-1]
+    out = {k: r[k] for k in ("method", "calibration", "calibration_tokens", "steps", "final_loss", "seconds") if k in r}
+    if "error_lsq" in r:   # least squares: the mean relative output error of the MLPs, before and after the re-fit
+        out.update(output_error_plain=round(sum(r["error_plain"]) / len(r["error_plain"]), 5),
+                   output_error=round(sum(r["error_lsq"]) / len(r["error_lsq"]), 5))
+    return out
+
+def _evaluate_cell(variant, fp: str, tokenizer, spec, store, manifest: dict, progress: bool, keys: dict | None = None,
+                   **kw) -> str:
+    "Evaluate one (variant, task) cell into the store: 'evaluated', 'reused', or 'unavailable' (no data); `keys` learns its config keys."
     from glu_pruning.evaluation import evaluate
     if spec.task in manifest["unavailable"]: return "unavailable"   # no data: found on an earlier variant
     before = _n_cells(store, fp)
@@ -177,6 +248,7 @@ def _evaluate_cell(variant, fp: str, tokenizer, spec, store, manifest: dict, pro
         manifest["unavailable"].update(df.attrs["unavailable"])
         print(f"skipping {spec.task}: {df.attrs['unavailable'][spec.task]}", file=sys.stderr)
         return "unavailable"
+    if keys is not None: keys[spec.task] = set(df.key)   # the same for every variant of the run
     return "evaluated" if _n_cells(store, fp) > before else "reused"
 
 # %% ../nbs/13_sweep.ipynb #8d829b95
@@ -222,13 +294,14 @@ def _budget_specs(model, tokenizer, specs: dict, budget, variants: int, out: Pat
                       "this machine (raise the budget to include them)", file=sys.stderr)
     return {t: replace(s, limit=n[t]) if t in n else s for t, s in specs.items() if t not in dropped}
 
+def _has_block(store, fp: str, task: str, block: int, start: int) -> bool:
+    "Whether the variant `fp` already has the cell of this block of `task`."
+    rows = store.con.execute("SELECT config FROM cells WHERE fingerprint=? AND task=?", (fp, task)).fetchall()
+    return any(c.get("limit") == block and c.get("sample_start", 0) == start for c in (json.loads(r[0]) for r in rows))
+
 def _block_done(store, fps: list[str], task: str, block: int, start: int) -> bool:
     "Whether every variant already has the cell of this block of `task` (so no pruned copy is made for nothing)."
-    def has(fp):
-        rows = store.con.execute("SELECT config FROM cells WHERE fingerprint=? AND task=?", (fp, task)).fetchall()
-        cs = [json.loads(r[0]) for r in rows]
-        return any(c.get("limit") == block and c.get("sample_start", 0) == start for c in cs)
-    return all(has(fp) for fp in fps)
+    return all(_has_block(store, fp, task, block, start) for fp in fps)
 
 def _halfwidths(path: Path, fps: set, tasks: list[str]) -> dict:
     "{task: the widest 95 % half-width of its headline changes against the baseline} (inf while one has none)."
@@ -246,12 +319,13 @@ def _target_ci(model, tokenizer, manifest: dict, specs: dict, out: Path, target:
     from glu_pruning.tasks import TASKS
     tasks = [t for t in specs if t not in manifest["unavailable"]]
     avail = {t: math.ceil(TASKS[t].items / specs[t].limit) if t in TASKS and TASKS[t].items else math.inf for t in tasks}
-    fps, scores, store = [c["fingerprint"] for c in manifest["cells"]], {}, Store(out / STORE_FILE)
+    fps, scores, cache, store = [c["fingerprint"] for c in manifest["cells"]], {}, {}, Store(out / STORE_FILE)
     def run_block(task, k):
         spec, start = specs[task], k * specs[task].limit
         if _block_done(store, fps, task, spec.limit, start): return   # stored: never redone
         for cell in manifest["cells"]:
-            variant = _variant(model, cell, scores, tokenizer, texts, data_dir)
+            if _has_block(store, cell["fingerprint"], task, spec.limit, start): continue   # a recovery is not redone for nothing
+            variant = _variant(model, cell, scores, tokenizer, texts, data_dir, cache)
             _evaluate_cell(variant, cell["fingerprint"], tokenizer, spec, store, manifest, progress, data_dir=data_dir,
                            sample_start=start, **eval_kwargs)
             variant = None
@@ -270,6 +344,9 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
           tokenizer=None,            # its tokenizer (loaded with the model when `model` is a name)
           ratios=(2.4, 2.0, 1.6),    # target expansion ratios (the baseline is always included)
           criteria="ppm",            # one criterion or several (e.g. ["ppm", "random", "l2"])
+          recover=None,              # repair each pruned copy: None (plain slicing), "lsq", "distill", or a list such as ["none", "lsq"]
+          recover_steps: int = DISTILL_STEPS, # optimiser steps of "distill"
+          calibration_tokens: int | None = None, # tokens the recovery calibrates on (default: LSQ_TOKENS; steps × 1024 for distill)
           suite="quick",             # "quick", "paper", "quick:task1,task2", lm-eval task names (full tasks) or `TaskSpec`s
           out="runs/sweep",          # run directory: the store and the manifest live here
           percents=(),               # targets as percentages of neurons pruned (the paper's 10 … 60)
@@ -289,11 +366,11 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     mlps = find_mlps(model)
     hidden, width = model.config.hidden_size, mlps[0].width
-    cells = plan(hidden, width, ratios, percents, criteria)
+    cells = plan(hidden, width, ratios, percents, criteria, recover, recover_steps, calibration_tokens)
     for msg in skipped_targets(hidden, width, ratios, percents): print(f"sweep: {msg}", file=sys.stderr)
     specs = _specs(_suite(suite))
     manifest = _run_manifest(model, len(mlps), cells, list(specs), suite, limit, label, eval_kwargs)
-    _save_manifest(out / MANIFEST_FILE, manifest)   # first: refuses a folder holding another model's sweep
+    known = _save_manifest(out / MANIFEST_FILE, manifest)["cells"]   # first: refuses a folder holding another model's sweep
     if target_ci is not None:   # blocks of items instead of one sample; `budget` bounds the blocks added
         import time
         from dataclasses import replace
@@ -306,7 +383,7 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
         if limit is not None:
             raise ValueError(f"pass limit ({limit}) or budget ({budget!r}), not both: a budget chooses each task's items")
         specs = _budget_specs(model, tokenizer, specs, budget, len(cells), out, data_dir, progress, eval_kwargs)
-    stats = _sweep_cells(model, tokenizer, manifest, specs, out, texts, data_dir, limit, progress, eval_kwargs)
+    stats = _sweep_cells(model, tokenizer, manifest, specs, out, texts, data_dir, limit, progress, eval_kwargs, known)
     if target_ci is not None and stats["evaluated"] + stats["reused"]:
         left = None if budget is None else max(0.0, parse_budget(budget) - (time.monotonic() - t0))
         done = _target_ci(model, tokenizer, manifest, specs, out, target_ci, left, texts, data_dir, progress, eval_kwargs)
@@ -319,20 +396,45 @@ def sweep(model=DEFAULT_MODEL,       # an unpruned model, or a name / path for `
     return _run_results(out, merged, stats)
 
 # %% ../nbs/13_sweep.ipynb #788440c3
+def _stored(store, fp: str, specs: dict, keys: dict, manifest: dict) -> bool:
+    "Whether variant `fp` has every task of the run under this run's configs (learned from the baseline): nothing to do."
+    tasks = [t for t in specs if t not in manifest["unavailable"]]
+    return all(t in keys and all(store.con.execute("SELECT 1 FROM cells WHERE fingerprint=? AND task=? AND key=?",
+                                                   (fp, t, k)).fetchone() for k in keys[t]) for t in tasks)
+
+def _register(store, variant, cell: dict):
+    "Describe a recovered copy in the store before `evaluate` does: its `recover` and the recovery record."
+    from glu_pruning.evaluation import variant_info
+    info = variant_info(variant) | dict(recover=cell["recover"], recovery=variant.glu_pruning.recovery)
+    store.add_variant(**info)
+
 def _sweep_cells(model, tokenizer, manifest: dict, specs: dict, out: Path, texts, data_dir, limit, progress,
-                 eval_kwargs) -> dict:
+                 eval_kwargs, known: list[dict] = ()) -> dict:
     "The evaluation loop: each variant in turn, each of its tasks into the store; the manifest saved per variant."
     from glu_pruning.store import Store
-    store, scores, stats = Store(out / STORE_FILE), {}, dict(evaluated=0, reused=0, unavailable=0)
+    store, scores, cache, keys = Store(out / STORE_FILE), {}, {}, {}
+    stats = dict(evaluated=0, reused=0, unavailable=0)
+    seen = {_cell_key(c): c for c in known if c.get("fingerprint")}   # variants an earlier run of this folder made
     bar = tqdm(total=len(manifest["cells"]) * len(specs), desc=f"sweep {manifest['label']}", unit="cell",
                disable=not progress, dynamic_ncols=True)
     try:
         for cell in manifest["cells"]:
-            variant = _variant(model, cell, scores, tokenizer, texts, data_dir)
+            how, name = cell.get("recover", "none"), cell["criterion"] + ("" if cell.get("recover", "none") == "none" else f"+{cell['recover']}")
+            old = seen.get(_cell_key(cell))
+            if how != "none" and old and _stored(store, old["fingerprint"], specs, keys, manifest):
+                # a recovered copy costs a re-fit (or training) to make: not made again when all its cells are stored
+                cell.update({k: old[k] for k in ("fingerprint", "params", "recovery") if k in old})
+                for t in specs: stats["unavailable" if t in manifest["unavailable"] else "reused"] += 1
+                bar.update(len(specs)); continue
+            bar.set_postfix_str(f"{name} {cell['ratio']:.3g}x: " + ("slicing" if how == "none" else f"recovering ({how})"))
+            variant = _variant(model, cell, scores, tokenizer, texts, data_dir, cache)
             cell.update(fingerprint=fingerprint(variant), params=count_params(variant))
+            if how != "none":
+                cell["recovery"] = _recovery_summary(variant)
+                _register(store, variant, cell)
             for t, spec in specs.items():
-                bar.set_postfix_str(f"{cell['criterion']} {cell['ratio']:.3g}x {t}")
-                stats[_evaluate_cell(variant, cell["fingerprint"], tokenizer, spec, store, manifest, progress,
+                bar.set_postfix_str(f"{name} {cell['ratio']:.3g}x {t}")
+                stats[_evaluate_cell(variant, cell["fingerprint"], tokenizer, spec, store, manifest, progress, keys,
                                      limit=limit, data_dir=data_dir, **eval_kwargs)] += 1
                 bar.update(1)
             _save_manifest(out / MANIFEST_FILE, manifest)
@@ -350,3 +452,20 @@ def _run_results(out: Path, manifest: dict, stats: dict) -> pd.DataFrame:
     df = df[df.fingerprint.isin({c.get("fingerprint") for c in manifest["cells"]})].reset_index(drop=True)
     df.attrs.update(evaluated=stats["evaluated"], reused=stats["reused"], run=str(out))
     return df
+
+# %% ../nbs/13_sweep.ipynb #recovcli
+def add_recover_args(p):
+    "Add a sweep's recovery options to an argparse parser: --recover, --recover-steps, --calibration-tokens."
+    p.add_argument("--recover", nargs="+", default=["none"], choices=RECOVERIES, metavar="HOW",
+                   help="after slicing, also repair each pruned copy: none (plain slicing), lsq (least-squares re-fit "
+                        "of down_proj, no training), distill (train the MLPs on the unpruned model's outputs); "
+                        "several make each cell once per recovery, e.g. --recover none lsq (default: none)")
+    p.add_argument("--recover-steps", type=int, default=DISTILL_STEPS,
+                   help=f"optimiser steps of --recover distill (default {DISTILL_STEPS})")
+    p.add_argument("--calibration-tokens", type=int, default=None,
+                   help=f"calibration tokens of the recovery, from splits no task scores (default {LSQ_TOKENS} for "
+                        f"lsq; steps x {DISTILL_TOKENS_PER_STEP} for distill)")
+
+def recover_args(a) -> dict:
+    "`sweep`'s recovery arguments from parsed options (`add_recover_args`)."
+    return dict(recover=list(a.recover), recover_steps=a.recover_steps, calibration_tokens=a.calibration_tokens)

@@ -53,7 +53,7 @@ def test_evidence_pools_item_draws_and_pairs_on_shared_items(tmp_path):
     p = ev.loc["ppm"]
     assert p.n == 5 and p.value == pytest.approx(0.2)          # the fuller pool (0-shot) of five items
     assert p.delta == pytest.approx(-1.0)                      # on the four shared items: 1,1,1,1 -> 0,0,0,0
-    assert list(full.columns) == ["model", "ratio", "criterion", "task", "metric", "group", "n", "value", "ci_low",
+    assert list(full.columns) == ["model", "ratio", "criterion", "recover", "task", "metric", "group", "n", "value", "ci_low",
                                 "ci_high", "delta", "delta_ci_low", "delta_ci_high", "significant", "at_chance"]
 
 
@@ -189,7 +189,7 @@ def test_report_results_csv_is_the_evidence_table(tmp_path):
     shutil.copy(QUICK_STORE, db)
     page = report(db, explorer=False)
     csv = pd.read_csv(page.with_name("results.csv"))
-    assert list(csv.columns) == ["model", "ratio", "criterion", "task", "metric", "group", "n", "value", "ci_low",
+    assert list(csv.columns) == ["model", "ratio", "criterion", "recover", "task", "metric", "group", "n", "value", "ci_low",
                                  "ci_high", "delta", "delta_ci_low", "delta_ci_high", "significant", "at_chance"]
     assert len(csv) == 5 * 11 and csv.significant.dtype == bool
     md = page.with_name("report.md").read_text()

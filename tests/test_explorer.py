@@ -201,3 +201,24 @@ def test_widget_draws_an_evidence_table_and_the_paper_beside_it():
     f0 = w.figure.value
     w.model.value = "meta-llama/Llama-3.2-1B"                                  # no intervals: drawn as before
     assert w.figure.value != f0 and "146.5 %" in w.table.value
+
+
+def test_a_run_with_recovery_offers_plain_and_repaired_cuts_side_by_side():
+    "Rows with `recover` = lsq become menu entries of their own ('PPM + least squares'); the panel gets a recovery menu."
+    plain = user_run(criteria=("ppm",)).assign(recover="none")
+    fixed = plain[plain.criterion == "ppm"].assign(recover="lsq", value=lambda d: d.value + 0.01)
+    fig = explorer_figure(pd.concat([plain, fixed]), paper=False)
+    assert fig.layout.meta["criteria"] == [["ppm", "ppm+lsq"]]
+    crit_menu = {m.name: m for m in fig.layout.updatemenus}["criterion"]
+    assert [b.label for b in crit_menu.buttons] == ["PPM", "PPM + least squares"]
+    shown_lsq = shown(fig, crit_menu.buttons[1].args[0]["visible"])
+    assert {c for _, c, _ in shown_lsq} == {"ppm+lsq", None}          # the repaired cut's traces (and the marker)
+    w = explorer(pd.concat([plain, fixed]), paper=False)
+    assert w.recover.layout.display is None and [v for _, v in w.recover.options] == ["none", "lsq"]
+    w.ratio.value = 1.6
+    plain_table = w.table.value
+    w.recover.value = "lsq"
+    assert w.table.value != plain_table and "lsq" not in w.current().criterion.unique()   # the baseline + the lsq rows
+    assert set(w.current().recover) == {"none", "lsq"} and set(w.current()[w.current().ratio < 2.6].recover) == {"lsq"}
+    w1 = explorer(plain, paper=False)
+    assert w1.recover.layout.display == "none"                        # nothing repaired: no recovery menu

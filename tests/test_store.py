@@ -51,6 +51,81 @@ def test_schema_mismatch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="schema"): Store(p)
 
 
+SCHEMA_1 = """
+CREATE TABLE variants(fingerprint TEXT PRIMARY KEY, model TEXT NOT NULL, ratio REAL, criterion TEXT NOT NULL DEFAULT 'none',
+    base_fingerprint TEXT, spec TEXT, meta TEXT, created REAL);
+CREATE TABLE cells(id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL, task TEXT NOT NULL, key TEXT NOT NULL,
+    config TEXT NOT NULL, grp TEXT, finished REAL NOT NULL, seconds REAL, UNIQUE(fingerprint, task, key));
+CREATE TABLE metrics(cell INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, task TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL, stderr REAL, higher_is_better INTEGER, n INTEGER, agg TEXT, PRIMARY KEY(cell, task, metric));
+CREATE TABLE items(cell INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, metric TEXT NOT NULL, doc TEXT NOT NULL,
+    value REAL NOT NULL, weight REAL NOT NULL DEFAULT 1, PRIMARY KEY(cell, metric, doc));
+CREATE TABLE info(key TEXT PRIMARY KEY, value TEXT);
+INSERT INTO info VALUES('schema', '1');
+"""
+
+
+def test_a_schema_1_store_is_upgraded_once_and_reads_as_plain_slicing(tmp_path):
+    "A store written before `recover` existed: the first open adds the column (all 'none'); later opens write nothing."
+    from glu_pruning.evidence import evidence
+    p = tmp_path / "old.sqlite"
+    con = sqlite3.connect(p)
+    con.executescript(SCHEMA_1)
+    for fp, ratio, crit in (("b", 2.67, "none"), ("p", 2.0, "ppm")):   # as the schema-1 code wrote them
+        con.execute("INSERT INTO variants VALUES(?,?,?,?,?,?,?,?)", (fp, "m", ratio, crit, "b", "{}", "{}", 0.0))
+        cid = con.execute("INSERT INTO cells(fingerprint, task, key, config, grp, finished) VALUES(?,?,?,?,?,?)",
+                          (fp, "arc_easy", config_key({"limit": 4}), json.dumps({"limit": 4}), "fragile", 0.0)).lastrowid
+        con.execute("INSERT INTO metrics VALUES(?,?,?,?,?,?,?,?)", (cid, "arc_easy", "acc_norm", 0.5, None, 1, 4, "mean"))
+        con.executemany("INSERT INTO items VALUES(?,?,?,?,?)", [(cid, "acc_norm", str(d), float(d % 2), 1.0) for d in range(4)])
+    con.commit(); con.close()
+    with Store(p) as st:
+        assert st.con.execute("SELECT value FROM info WHERE key='schema'").fetchone()[0] == "2"
+        assert st.variants().recover.tolist() == ["none", "none"]
+    r = results(p)
+    assert r.recover.tolist() == ["none", "none"] and r.value.tolist() == [0.5, 0.5]
+    assert evidence(p).recover.tolist() == ["none", "none"]
+    before = p.read_bytes()
+    Store(p).close()                                        # upgraded once: opening again writes nothing
+    assert p.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["nbs/sweeps/smollm2-quick/results.sqlite", "nbs/sweeps/smollm2-criteria/results.sqlite",
+                                  "nbs/08_evidence.sqlite", "nbs/11_evaluation.sqlite", "nbs/efficiency_smollm2.sqlite"])
+def test_the_committed_stores_open_with_every_variant_plain(tmp_path, name):
+    import shutil
+    p = tmp_path / "copy.sqlite"
+    shutil.copy(ROOT / name, p)                              # a copy: the test leaves the repository's files alone
+    r = results(p)
+    assert len(r) and set(r.recover) == {"none"}
+
+
+def test_a_recovered_variant_is_marked_even_when_first_described_plain(tmp_path):
+    "`evaluate` sees only weights and may describe a recovered copy first; the sweep's description adds its recovery."
+    with Store(tmp_path / "s.sqlite") as st:
+        st.add_variant("r", "m", ratio=2.0, criterion="ppm", base_fingerprint="b")
+        rec = [{"method": "lsq", "calibration": "gsm8k_train", "calibration_tokens": 3072}]
+        st.add_variant("r", "m", ratio=2.0, criterion="ppm", base_fingerprint="b", recovery=rec)
+        v = st.variant("r")
+        assert v["recover"] == "lsq" and v["meta"]["recovery"] == rec
+        st.add_variant("d", "m", 2.0, "ppm", recovery="distill")            # `record_distillation`'s form
+        st.add_variant("x", "m", 2.0, "ppm", recover="lsq+distill")
+        assert [st.variant(f)["recover"] for f in ("d", "x")] == ["distill", "lsq+distill"]
+
+
+def test_compare_names_a_recovered_variant_by_recover(tmp_path):
+    with Store(tmp_path / "s.sqlite") as st:
+        for fp, crit, rec, vals in (("b", "none", None, [1, 1, 1, 1]), ("p", "ppm", None, [0, 0, 1, 1]),
+                                    ("l", "ppm", "lsq", [1, 0, 1, 1])):
+            st.add_variant(fp, "m", ratio=2.67 if fp == "b" else 2.0, criterion=crit, base_fingerprint="b", recover=rec)
+            st.record(fp, "arc_easy", {"limit": 4}, [{"metric": "acc", "value": float(np.mean(vals)), "higher_is_better": True}],
+                      [{"metric": "acc", "doc": d, "value": v} for d, v in enumerate(vals)])
+        with pytest.raises(ValueError, match="several stored variants match 2.0.*recover="):
+            compare(st, "baseline", 2.0)
+        assert compare(st, "baseline", 2.0, recover="none").delta.tolist() == [-0.5]
+        c = compare(st, "baseline", 2.0, recover="lsq")
+        assert c.delta.tolist() == [-0.25] and c.attrs["recover_b"] == "lsq"
+
+
 def test_results_columns_subtasks_and_seeds(tmp_path):
     st = Store(tmp_path / "s.sqlite")
     st.add_variant("b", "m", ratio=2.67)
@@ -60,7 +135,7 @@ def test_results_columns_subtasks_and_seeds(tmp_path):
     st.record("b", "mmlu", {"n_shot": 5, "seed": None},
               [{"metric": "acc", "value": 0.3}, {"metric": "acc", "value": 0.5, "task": "mmlu_anatomy"}], group="fragile")
     r = results(st)
-    assert list(r.columns[:8]) == ["model", "ratio", "criterion", "task", "metric", "value", "stderr", "group"]
+    assert list(r.columns[:9]) == ["model", "ratio", "criterion", "recover", "task", "metric", "value", "stderr", "group"]
     assert {"fingerprint", "n_shot", "limit", "seed", "chat_template", "max_gen_toks", "lm_eval", "glu_pruning"} <= set(r.columns)
     assert len(r) == 3 and set(r.task) == {"gsm8k", "mmlu"}
     assert r[r.task == "gsm8k"].max_gen_toks.tolist() == [16, 16]
