@@ -46,28 +46,76 @@ def output_error(w_down, w_new, gram, keep) -> float:
     return float((full - 2 * (Wn @ G[S] * W).sum() + (Wn @ G[S][:, S] * Wn).sum()) / full)
 
 # %% ../nbs/04_recovery.ipynb #ba554f75
-class _Stop(Exception): "Raised by the capture hook: the rest of the forward pass is not needed."
+class _Stop(Exception): "Raised by the last stand-in layer: the rest of the forward pass is not needed."
 
 def _out(o): return o[0] if isinstance(o, tuple) else o
 
 @torch.no_grad()
-def _first_layer_inputs(model, tokenizer, texts, batch_size, max_length):
-    "Per batch: (hidden states entering the first decoder layer, its other args, its kwargs, token mask)."
+def _layer_inputs(model, tokenizer, texts, batch_size, max_length):
+    """The decoder layers, and per batch a dict: `h`, the hidden states entering the first layer; `calls`, what
+    each layer is called with besides them (args, kwargs); `mask`, the token mask (1 = real token, 0 = padding)."""
     layers = _getattr_path(model, get_adapter(model).layers)
-    got = []
-    def catch(mod, args, kwargs):
-        got.append([args[0] if args else kwargs.pop("hidden_states"), args[1:], kwargs]); raise _Stop
-    h = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
+    got, own = [], [l.__dict__.get("forward") for l in layers]   # an instance forward (accelerate's) is put back
+    def stand_in(i):
+        def forward(*args, **kwargs):
+            h = args[0] if args else kwargs.pop("hidden_states")
+            if i == 0: got.append(dict(h=h, calls=[]))
+            got[-1]["calls"].append((args[1:], kwargs))
+            if i == len(layers) - 1: raise _Stop
+            return h
+        return forward
+    device = model.get_input_embeddings().weight.device
     pad_side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    fast = getattr(tokenizer, "_tokenizer", None)   # a fast tokenizer keeps a call's padding and truncation, and saves them
+    settings = None if fast is None else (fast.padding, fast.truncation)
     try:
+        for i, l in enumerate(layers): l.forward = stand_in(i)
         for b in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[b:b + batch_size]), return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_length).to(model.device)
+                            max_length=max_length).to(device)
             try: model(**enc, use_cache=False)
-            except _Stop: got[-1].append(enc["attention_mask"])
+            except _Stop: got[-1]["mask"] = enc["attention_mask"]
     finally:
-        h.remove(); tokenizer.padding_side = pad_side
+        for l, f in zip(layers, own):
+            if f is None: del l.forward
+            else: l.forward = f
+        tokenizer.padding_side = pad_side
+        if settings is not None and settings[0] is None: fast.no_padding()
+        if settings is not None and settings[1] is None: fast.no_truncation()
     return layers, got
+
+# %% ../nbs/04_recovery.ipynb #a1c3e5f3
+@torch.no_grad()
+def _refit_layer(m, layer, hs: list, calls: list, masks: list, keep, ridge: float, sequential: bool = True) -> tuple:
+    """Slice `m` (the MLP of decoder `layer`) to `keep` with a least-squares `down_proj` fitted on the batches `hs`,
+    which become the next layer's inputs (in place); the (plain, lsq) output errors."""
+    gram, cur = torch.zeros(m.width, m.width, dtype=torch.float64, device=m.w_down.device), {}
+    def collect(mod, inp):  # padding excluded; float32 product per batch, float64 sum over batches
+        a = (inp[0].float() * cur["mask"][..., None]).reshape(-1, m.width)
+        gram.add_(a.T @ a)
+    hook = m.proj("down").register_forward_pre_hook(collect)
+    outs = []   # the unpruned layer's outputs: the next layer's inputs in the one-shot variant
+    try:
+        for h, (args, kw), am in zip(hs, calls, masks):
+            cur["mask"] = am.float(); o = _out(layer(h, *args, **kw))
+            if not sequential: outs.append(o)
+    finally: hook.remove()
+    kp = torch.as_tensor(keep, device=gram.device)
+    W = m.w_down.detach()
+    W_new = lsq_down(W, gram, kp, ridge)
+    errs = (output_error(W, W[:, kp], gram, kp), output_error(W, W_new, gram, kp))
+    slice_mlp(m, kp)
+    _set_weight(m.proj("down"), W_new)
+    for i, (args, kw) in enumerate(calls):   # the repaired layer's outputs replace its inputs: one copy alive
+        hs[i] = _out(layer(hs[i], *args, **kw)) if sequential else outs[i]
+    return errs
+
+def _lsq_record(texts, masks: list, sequential: bool, ridge: float, errs: list, seconds: float) -> dict:
+    "What `lsq` did, for `PruneReport.recovery` (and from there `pruning.json` and the model card)."
+    return dict(method="lsq", calibration=getattr(texts, "source", "user texts"), calibration_texts=len(texts),
+                calibration_tokens=int(sum(int(m.sum()) for m in masks)), sequential=sequential, ridge=ridge,
+                error_plain=[round(e[0], 5) for e in errs], error_lsq=[round(e[1], 5) for e in errs],
+                seconds=round(seconds, 1))
 
 # %% ../nbs/04_recovery.ipynb #5e9e84b2
 @torch.no_grad()
@@ -86,36 +134,13 @@ def lsq(model: nn.Module,       # the unpruned model, pruned in place
         raise ValueError(f"keep has {len(keep)} entries for a model with {len(mlps)} GLU-MLP layers; give one "
                          "index tensor per layer.")
     t0 = time.time()
-    layers, batches = _first_layer_inputs(model, tokenizer, texts, batch_size, max_length)
-    hs = [b.pop(0) for b in batches]
-    ntok, errs = int(sum(b[2].sum() for b in batches)), []
-    for m, kp, layer in zip(tqdm(mlps, desc="least squares", disable=not progress), keep, layers):
-        gram, mask = torch.zeros(m.width, m.width, dtype=torch.float64, device=m.w_down.device), {}
-        def collect(mod, inp):  # padding excluded; float32 product per batch, float64 sum over batches
-            a = (inp[0].float() * mask["m"][..., None]).reshape(-1, m.width)
-            gram.add_(a.T @ a)
-        hook = m.proj("down").register_forward_pre_hook(collect)
-        outs = []   # the unpruned layer's outputs: the next layer's inputs in the one-shot variant
-        try:
-            for h, (args, kw, am) in zip(hs, batches):
-                mask["m"] = am.float(); o = _out(layer(h, *args, **kw))
-                if not sequential: outs.append(o)
-        finally: hook.remove()
-        kp = torch.as_tensor(kp, device=gram.device)
-        W = m.w_down.detach()
-        W_new = lsq_down(W, gram, kp, ridge)
-        errs.append((output_error(W, W[:, kp], gram, kp), output_error(W, W_new, gram, kp)))
-        slice_mlp(m, kp)
-        _set_weight(m.proj("down"), W_new)
-        if sequential:   # the repaired layer's outputs replace its inputs batch by batch: one copy alive
-            for i, (args, kw, _) in enumerate(batches): hs[i] = _out(layer(hs[i], *args, **kw))
-        else: hs = outs
+    layers, batches = _layer_inputs(model, tokenizer, texts, batch_size, max_length)
+    hs, masks = [b.pop("h") for b in batches], [b["mask"] for b in batches]
+    errs = [_refit_layer(m, layer, hs, [b["calls"][m.layer] for b in batches], masks, kp, ridge, sequential)
+            for m, kp, layer in zip(tqdm(mlps, desc="least squares", disable=not progress), keep, layers)]
     model.config.intermediate_size = len(keep[0])
     if getattr(model, "glu_fingerprint", None): model.glu_fingerprint = None   # cached for the old weights
-    return dict(method="lsq", calibration=getattr(texts, "source", "user texts"), calibration_texts=len(texts),
-                calibration_tokens=ntok, sequential=sequential, ridge=ridge,
-                error_plain=[round(e[0], 5) for e in errs], error_lsq=[round(e[1], 5) for e in errs],
-                seconds=round(time.time() - t0, 1))
+    return _lsq_record(texts, masks, sequential, ridge, errs, time.time() - t0)
 
 # %% ../nbs/04_recovery.ipynb #adee402a
 def calibration_for_tokens(tokenizer, tokens: int = 8192, # calibration tokens wanted

@@ -6,20 +6,22 @@ Docs: https://glu-pruning.github.io/glu_pruning/streaming.html.md"""
 
 # %% ../nbs/06_streaming.ipynb #c279d68f
 from __future__ import annotations
-import json, math, os, shutil
+import hashlib, inspect, json, math, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .safetensors import (DTYPES, Checkpoint, ShardWriter, TensorInfo, _header_bytes, _nbytes,
-                                     _parse_header, open_checkpoint, read_tensor)
-from .models import DEFAULT_MODEL, GLUAdapter, add_model_args, get_adapter
+                                     _parse_header, open_checkpoint, read_header, read_tensor)
+from .models import DEFAULT_MODEL, GLUAdapter, GLUMLP, _TOKENIZER_FILES, _dtype, add_model_args, get_adapter
 from .scoring import CRITERIA, get_criterion, score_weights
 from .slicing import (RECOVERY, PruneReport, add_target_args, check_out, check_target, keep_indices, partial_folder,
                                  prune, publish, pruning_metadata, save_pruned, target_args, target_width,
                                  write_pruning_files)
+from .recovery import _layer_inputs, _lsq_record, _refit_layer, lsq
 
 # %% auto #0
 __all__ = ['LayerTensors', 'mlp_tensors', 'prune_checkpoint', 'cli_prune']
@@ -138,6 +140,7 @@ def _st_meta(meta: dict) -> dict: return {**meta, "format": meta.get("format", "
 
 # %% ../nbs/06_streaming.ipynb #0b8f7e2f
 _MANIFEST = ".glu_streaming.json"
+_FIT = ".glu_lsq"   # with recovery: each layer's re-fitted down_proj, the activations after the last fitted layer
 
 def _shard_ok(path: Path, specs: dict, metadata: dict) -> bool:
     "Is the finished shard at `path` exactly the file the plan describes (header bytes and total size)?"
@@ -172,7 +175,8 @@ def _write_side_files(ck: Checkpoint, out: Path, k: int, dtype: str, arch: str):
     cfg.architectures = [arch]
     cfg.save_pretrained(out)
     try: gen = GenerationConfig.from_pretrained(ck.path)
-    except OSError: gen = GenerationConfig.from_model_config(cfg)
+    except OSError:   # as `from_pretrained` does without one: generation settings read from config.json
+        gen = GenerationConfig.from_pretrained(ck.path, config_file_name="config.json", _from_model_config=True)
     gen.save_pretrained(out)
     if not any((ck.path / f).exists() for f in ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")):
         return   # no tokenizer here (some classes would build an empty one from the config alone)
@@ -201,6 +205,7 @@ class _Job:
     criterion: str
     spec: dict
     seed: int
+    fit: dict | None = None          # with least-squares recovery: what the fit depends on (see `_fit_spec`)
     plan: dict = field(init=False)   # output shard: name -> (dtype, shape)
 
     def __post_init__(self): self.plan = _plan(self.ck, self.ad, self.layers, self.k)
@@ -209,18 +214,26 @@ class _Job:
         "What makes two runs the same job (a resumed run must match it)."
         ck = self.ck
         return dict(source=str(ck.path.resolve()), shards={f: (ck.path / f).stat().st_size for f in ck.shards},
-                    criterion=self.criterion, spec=self.spec, seed=self.seed, width=self.k)
+                    criterion=self.criterion, spec=self.spec, seed=self.seed, width=self.k) | (
+                    {} if self.fit is None else {"fit": self.fit})
 
-def _open_job(src, spec: dict, criterion: str, seed: int) -> _Job:
+def _open_job(src, spec: dict, criterion: str, seed: int, fit: dict | None = None) -> _Job:
     "Check the request and read the checkpoint's headers: every error that needs no weight comes from here."
-    get_criterion(criterion, weight_only="streaming (it never runs the model)")
+    get_criterion(criterion, weight_only="streaming (it never runs the model)" if fit is None else
+                  "streaming recovery (it chooses each layer's neurons before its calibration pass)")
     ck = open_checkpoint(src)
     ad, layers, width = mlp_tensors(ck)
     k = target_width(width, ck.config["hidden_size"], **spec)
-    return _Job(ck, ad, layers, width, k, criterion, spec, seed)
+    if fit is not None and fit["dtype"] == "auto":   # the calibration pass in the checkpoint's own dtype
+        fit = fit | {"dtype": str(DTYPES[ck.tensors[layers[0].roles["down"]].dtype]).split(".")[1]}
+    return _Job(ck, ad, layers, width, k, criterion, spec, seed, fit)
 
 def _check_space(job: _Job, tmp: Path, done: list[str]):
     need = sum(_nbytes(d, sh) for f in job.plan if f not in done for d, sh in job.plan[f].values())
+    if job.fit is not None:   # each layer's fitted down_proj waits in the partial folder until its shard is written
+        roles = _roles(job.layers)
+        need += sum(_nbytes(d, s) for sh in job.plan.values() for nm, (d, s) in sh.items()
+                    if nm in roles and roles[nm][1] == "down")
     free = shutil.disk_usage(tmp).free
     if need > free:
         raise OSError(f"the pruned checkpoint needs {need / 1e9:.1f} GB next to {tmp.parent}, which has {free / 1e9:.1f} "
@@ -229,8 +242,9 @@ def _check_space(job: _Job, tmp: Path, done: list[str]):
 # %% ../nbs/06_streaming.ipynb #d2059649
 class _Slicer:
     "Hands out sliced MLP tensors in file order: a layer is read and scored (once) the first time one of its tensors is due."
-    def __init__(self, job: _Job, keep: dict[int, torch.Tensor], needed: set[str]):
-        self.job, self.keep, self.needed, self.pending = job, keep, needed, {}
+    def __init__(self, job: _Job, keep: dict[int, torch.Tensor], needed: set[str],
+                 fitted: Path | None = None):   # a folder of re-fitted `down.{layer}.safetensors` to use instead of slicing
+        self.job, self.keep, self.needed, self.fitted, self.pending = job, keep, needed, fitted, {}
         self.files = job.ck.tensors
 
     def _score(self, i: int, t: dict) -> torch.Tensor:
@@ -240,11 +254,13 @@ class _Slicer:
 
     def _load(self, i: int):
         l, scoring = self.job.layers[i], i not in self.keep   # a resumed run may know the kept indices already
+        refit = self.fitted is not None and l.roles["down"] in self.needed
         t = {r: read_tensor(self.files[nm]) for r, nm in l.roles.items()
-             if nm in self.needed or (scoring and r in ("gate", "up", "gate_up", "down"))}
+             if (nm in self.needed and not (refit and r == "down")) or (scoring and r in ("gate", "up", "gate_up", "down"))}
         if scoring: self.keep[i] = self._score(i, t)
         self.pending[i] = {r: _slice(self.job.ad, r, v, self.keep[i], self.job.width)
                            for r, v in t.items() if l.roles[r] in self.needed}
+        if refit: self.pending[i]["down"] = read_tensor(read_header(self.fitted / f"down.{i}.safetensors")[1]["weight"])
 
     def __call__(self, i: int, role: str) -> torch.Tensor:
         if i not in self.pending: self._load(i)
@@ -253,14 +269,14 @@ class _Slicer:
         return res
 
 # %% ../nbs/06_streaming.ipynb #c6575e33
-def _write_shards(job: _Job, tmp: Path, state: dict, progress: bool) -> dict[int, torch.Tensor]:
+def _write_shards(job: _Job, tmp: Path, state: dict, progress: bool, fitted: Path | None = None) -> dict[int, torch.Tensor]:
     "Write every shard not finished yet into `tmp`, recording each finished one; the kept indices of every layer."
     ck, files, roles = job.ck, job.ck.tensors, _roles(job.layers)
     done = [f for f in state["done"] if _shard_ok(tmp / f, job.plan[f], _st_meta(ck.metadata[f]))]
     _check_space(job, tmp, done)
     keep = {int(i): torch.tensor(v) for i, v in state["keep"].items()}
     todo = [f for f in ck.shards if f not in done]
-    sliced = _Slicer(job, keep, {nm for f in todo for nm in ck.shards[f] if nm in roles})
+    sliced = _Slicer(job, keep, {nm for f in todo for nm in ck.shards[f] if nm in roles}, fitted)
     bar = tqdm(total=ck.nbytes, unit="B", unit_scale=True, desc=f"streaming to width {job.k}", disable=not progress)
     bar.update(sum(i.nbytes for f in done for i in ck.shards[f].values()))
     with bar:   # closed on an interruption too, so the message after it stands on its own line
@@ -278,7 +294,7 @@ def _write_shards(job: _Job, tmp: Path, state: dict, progress: bool) -> dict[int
             _save_state(tmp, dict(state, done=done, keep={i: v.tolist() for i, v in keep.items()}))
     return keep
 
-def _write_rest(job: _Job, tmp: Path, src, keep: dict[int, torch.Tensor]):
+def _write_rest(job: _Job, tmp: Path, src, keep: dict[int, torch.Tensor], recovery: list[dict] = ()):
     "The index, config, tokenizer, `pruning.json` and model card, as `save_pruned` writes them."
     ck, files, roles = job.ck, job.ck.tensors, _roles(job.layers)
     removed = sum(math.prod(files[nm].shape) - math.prod(shape)
@@ -289,7 +305,7 @@ def _write_rest(job: _Job, tmp: Path, src, keep: dict[int, torch.Tensor]):
     rep = PruneReport(base=str(src), model_type=ck.config["model_type"], criterion=job.criterion, spec=job.spec,
                       seed=job.seed, hidden=ck.config["hidden_size"], width_before=job.width, width_after=job.k,
                       keep=[keep[l.layer].tolist() for l in job.layers], params_before=params_before,
-                      params_after=params_before - removed, base_fingerprint=base_fp)
+                      params_after=params_before - removed, base_fingerprint=base_fp, recovery=list(recovery))
     write_pruning_files(tmp, pruning_metadata(rep))
 
 # %% ../nbs/06_streaming.ipynb #8e8ba3cb
@@ -300,41 +316,162 @@ def prune_checkpoint(src,              # checkpoint folder, Hub id, the bundled 
                      width: int | None = None,     # absolute target width
                      criterion: str = "ppm",       # a weight-only criterion in `CRITERIA`
                      round_to: int | None = None,  # round the width down to a multiple of this
+                     recover: str | None = None,   # "lsq": re-fit every down_proj by least squares, one layer in memory
+                     tokenizer=None,               # with `recover`: the tokenizer (default: the checkpoint's own)
+                     texts: list[str] | None = None, # with `recover`: calibration passages (e.g. `calibration_texts(64)`)
+                     dtype="float32",              # with `recover`: dtype of the calibration pass ("auto": the checkpoint's)
+                     device: str | None = None,    # with `recover`: where it runs (default: cuda if available, else cpu)
                      overwrite: bool = False,      # replace a previous glu_pruning output in `out_dir`
-                     progress: bool = True,        # a progress bar over the bytes of the source
+                     progress: bool = True,        # progress bars over the layers and the bytes of the source
                      seed: int = 0,                # for `random`
                     ) -> Path:
     "Prune every GLU-MLP of a safetensors checkpoint tensor by tensor, writing the checkpoint `prune` + `save_pruned` would."
-    job = _open_job(src, check_target(ratio=ratio, percent=percent, width=width, round_to=round_to), criterion, seed)
+    fit = None if recover is None else _fit_spec(recover, tokenizer, texts, dtype)
+    job = _open_job(src, check_target(ratio=ratio, percent=percent, width=width, round_to=round_to), criterion, seed, fit)
     out = check_out(out_dir, overwrite, inputs=[src, job.ck.path])
+    if recover is not None: tokenizer = tokenizer or _checkpoint_tokenizer(job.ck)
     tmp = partial_folder(out, resume=lambda t: _manifest(t).get("job") == job.key)
     state = _manifest(tmp) or dict(job=job.key, done=[], keep={})
     _save_state(tmp, state)
-    keep = _write_shards(job, tmp, state, progress)
-    _write_rest(job, tmp, src, keep)
+    recovery = [] if recover is None else [_fit_layers(job, tmp, state, tokenizer, texts, device, progress)]
+    keep = _write_shards(job, tmp, state, progress, fitted=None if recover is None else tmp / _FIT)
+    _write_rest(job, tmp, src, keep, recovery)
     (tmp / _MANIFEST).unlink()
+    shutil.rmtree(tmp / _FIT, ignore_errors=True)
     return publish(tmp, out)
 
+# %% ../nbs/06_streaming.ipynb #b7d10002
+def _fit_spec(recover: str, tokenizer, texts, dtype) -> dict:
+    "What a streamed least-squares fit depends on besides the checkpoint (part of the job's key); every check that needs no weight."
+    if recover != "lsq":
+        raise ValueError(f"unknown recovery {recover!r} for streaming; streaming runs recover='lsq' (or None for "
+                         "plain slicing).")
+    if not texts:
+        raise ValueError("recover='lsq' needs calibration text: pass `texts=` (e.g. `calibration_texts(64)`); "
+                         "the tokenizer defaults to the checkpoint's own.")
+    d = _dtype(dtype)
+    if d not in (None, "auto") and not d.is_floating_point: raise ValueError(f"dtype={dtype!r} is not a float dtype; use float32, bfloat16 or 'auto'.")
+    lsq_defaults = {k: v.default for k, v in inspect.signature(lsq).parameters.items() if k in ("ridge", "batch_size", "max_length")}
+    digest = hashlib.sha1(json.dumps([getattr(texts, "source", "user texts"), list(texts)]).encode()).hexdigest()[:16]
+    return dict(method=recover, dtype="auto" if d in (None, "auto") else str(d).split(".")[1], texts=digest,
+                tokenizer=None if tokenizer is None else type(tokenizer).__name__, **lsq_defaults)
+
+def _checkpoint_tokenizer(ck: Checkpoint):
+    "The checkpoint's own tokenizer, with a pad token as `load_model` gives it."
+    from transformers import AutoTokenizer
+    if not any((ck.path / f).exists() for f in _TOKENIZER_FILES):
+        raise ValueError(f"{ck.path} has no tokenizer, and least-squares recovery tokenizes its calibration text; pass "
+                         "`tokenizer=` (the model's own) or put the tokenizer files in the checkpoint folder.")
+    tok = AutoTokenizer.from_pretrained(ck.path, trust_remote_code=False)
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    return tok
+
+# %% ../nbs/06_streaming.ipynb #b7d10003
+def _skeleton(ck: Checkpoint, dtype: torch.dtype) -> nn.Module:
+    "The model of `ck` built from its config, every parameter on the meta device; buffers (rotary frequencies) are real."
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg = AutoConfig.for_model(**ck.config)   # the library's own classes: no code from the checkpoint runs
+    with init_empty_weights(include_buffers=False): return AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+
+def _materialise(module: nn.Module, prefix: str, job: _Job, dtype, device, skip=None):
+    "Give the parameters of `module` (called `prefix + name` in the model) their checkpoint values, in `dtype` on `device`."
+    files, ad = job.ck.tensors, job.ad
+    strip = len(f"{ad.layers}.0.{ad.mlp}.{ad.down}.weight".split(".")) - len(job.layers[0].roles["down"].split("."))
+    for name, p in list(module.named_parameters()):
+        full = prefix + name
+        if skip is not None and skip(full, p): continue
+        nm = ".".join(full.split(".")[strip:])   # a checkpoint saved without the outer "model." names its tensors so
+        if nm not in files:
+            raise ValueError(f"{job.ck.path}: the {job.ck.config.get('model_type')} model needs the tensor {nm!r}, which the "
+                             "checkpoint does not hold; streaming recovery reads weights by the names transformers "
+                             "gives them. Prune this model in memory instead (without --streaming).")
+        sub, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(sub), leaf,
+                nn.Parameter(read_tensor(files[nm]).to(device=device, dtype=dtype), requires_grad=False))
+
+# %% ../nbs/06_streaming.ipynb #b7d10008
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]):
+    "Write `tensors` to the safetensors file `path`, whole or not at all."
+    from safetensors.torch import save_file
+    part = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, part)
+    os.replace(part, path)
+
+@torch.no_grad()
+def _fit_layers(job: _Job, tmp: Path, state: dict, tokenizer, texts, device, progress: bool) -> dict:
+    "Choose and re-fit every layer not fitted yet, in order, with one decoder layer in memory; the `lsq` record."
+    fit = state.setdefault("fit", dict(layers=0, errors=[], seconds=0.0))
+    if "record" in fit: return fit["record"]   # stopped later, while writing shards
+    t0, folder, ad = time.time(), tmp / _FIT, job.ad
+    folder.mkdir(exist_ok=True)
+    dtype = getattr(torch, job.fit["dtype"])
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = _skeleton(job.ck, dtype)
+    inputs = {id(p) for p in model.get_input_embeddings().parameters()}
+    head_only = {id(p) for p in (model.get_output_embeddings() or nn.Identity()).parameters()} - inputs
+    _materialise(model, "", job, dtype, device, skip=lambda n, p: n.startswith(ad.layers + ".") or id(p) in head_only)
+    layers, batches = _layer_inputs(model, tokenizer, texts, job.fit["batch_size"], job.fit["max_length"])
+    del model   # the embedding table goes; the decoder layers stay, on meta until their turn
+    hs, masks = [b.pop("h") for b in batches], [b["mask"] for b in batches]
+    if fit["layers"]:   # resumed: the activations after the last fitted layer
+        saved = read_header(folder / f"hidden.{fit['layers'] - 1}.safetensors")[1]
+        hs = [read_tensor(saved[str(i)]).to(device) for i in range(len(hs))]
+    down_dtype = DTYPES[job.ck.tensors[job.layers[0].roles["down"]].dtype]
+    for l in tqdm(range(fit["layers"], len(layers)), initial=fit["layers"], total=len(layers),
+                  desc="least squares, layer by layer", disable=not progress):
+        layer = layers[l]
+        _materialise(layer, f"{ad.layers}.{l}.", job, dtype, device)
+        m = GLUMLP(l, getattr(layer, ad.mlp), ad)
+        kp = keep_indices(score_weights(job.criterion, m.w_gate, m.w_up, m.w_down, seed=job.seed, layer=l), job.k)
+        errs = _refit_layer(m, layer, hs, [b["calls"][l] for b in batches], masks, kp, job.fit["ridge"])
+        _save_tensors(folder / f"down.{l}.safetensors", {"weight": m.w_down.to(down_dtype)})
+        _save_tensors(folder / f"hidden.{l}.safetensors", {str(i): h for i, h in enumerate(hs)})
+        layer.to("meta")
+        state["keep"][str(l)] = kp.tolist()
+        fit.update(layers=l + 1, errors=fit["errors"] + [list(errs)], seconds=fit["seconds"] + time.time() - t0)
+        t0 = time.time()
+        _save_state(tmp, state)
+        (folder / f"hidden.{l - 1}.safetensors").unlink(missing_ok=True)
+    fit["record"] = _lsq_record(texts, masks, True, job.fit["ridge"], fit["errors"], fit["seconds"])
+    _save_state(tmp, state)
+    (folder / f"hidden.{len(layers) - 1}.safetensors").unlink(missing_ok=True)
+    return fit["record"]
+
 # %% ../nbs/06_streaming.ipynb #c92a2d05
+def _calibration(a, tok) -> list[str]:
+    "The calibration passages `glu-prune prune` asked for: `--calibration-tokens` tokens, or `--calibration` passages."
+    from glu_pruning.scoring import calibration_texts
+    if a.recover and a.calibration_tokens:
+        from glu_pruning.recovery import calibration_for_tokens
+        return calibration_for_tokens(tok, a.calibration_tokens)
+    return calibration_texts(a.calibration)
+
 def _prune_in_memory(a, spec: dict) -> Path:
     "The in-memory path of `glu-prune prune`: load, check the output, score (calibrating if needed), slice, save."
     from glu_pruning.models import load_model
-    from glu_pruning.scoring import calibration_texts
     crit = get_criterion(a.criterion)
     model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
     check_out(a.out, a.overwrite, inputs=[a.model])   # after the input is read, before the slow part
-    if a.recover and a.calibration_tokens:
-        from glu_pruning.recovery import calibration_for_tokens
-        texts = calibration_for_tokens(tok, a.calibration_tokens)
-    else: texts = calibration_texts(a.calibration) if crit.needs_data or a.recover else None
+    texts = _calibration(a, tok) if crit.needs_data or a.recover else None
     rep = prune(model, criterion=a.criterion, tokenizer=tok, texts=texts, seed=a.seed, recover=a.recover, **spec)
     out = save_pruned(model, tok, a.out, overwrite=a.overwrite)
     print(f"{rep.base}: width {rep.width_before} → {rep.width_after} ({rep.ratio_before:.2f}x → "
           f"{rep.ratio_after:.2f}x), parameters {rep.params_before:,} → {rep.params_after:,}")
     return out
 
+def _prune_streaming(a, spec: dict) -> Path:
+    "The streaming path: tensor by tensor, or with `--recover lsq` one decoder layer at a time."
+    fit = {}
+    if a.recover:
+        get_criterion(a.criterion, weight_only="streaming recovery (it chooses each layer's neurons before its "
+                                               "calibration pass)")   # before the calibration text is read
+        tok = _checkpoint_tokenizer(open_checkpoint(a.model))
+        fit = dict(recover=a.recover, tokenizer=tok, texts=_calibration(a, tok), dtype=a.dtype, device=a.device)
+    return prune_checkpoint(a.model, a.out, criterion=a.criterion, overwrite=a.overwrite, seed=a.seed, **spec, **fit)
+
 def cli_prune(p):
-    "`glu-prune prune MODEL --ratio 2.4 --out DIR [--streaming]`"
+    "`glu-prune prune MODEL --ratio 2.4 --out DIR [--streaming] [--recover lsq]`"
     add_model_args(p)
     add_target_args(p, required=True)
     p.add_argument("--out", required=True, help="output folder (new or empty)")
@@ -347,15 +484,11 @@ def cli_prune(p):
     p.add_argument("--calibration-tokens", type=int, default=None,
                    help="with --recover: calibration tokens to use instead of --calibration passages (e.g. 8192)")
     p.add_argument("--streaming", action="store_true",
-                   help="slice a safetensors checkpoint tensor by tensor (any size, little memory; weight-only criteria)")
+                   help="slice a safetensors checkpoint tensor by tensor (any size, little memory; weight-only "
+                        "criteria); with --recover lsq, one decoder layer at a time, computing in --dtype on --device "
+                        "and writing the checkpoint's own dtype")
     def run(a):
         spec = target_args(a)
-        if a.streaming and a.recover:
-            raise ValueError(f"--recover {a.recover} needs the model's activations on calibration text, which "
-                             "--streaming (tensor by tensor, no forward pass) never computes; drop --streaming "
-                             "to prune in memory (lsq needs the model plus about 25 %).")
-        if a.streaming:
-            out = prune_checkpoint(a.model, a.out, criterion=a.criterion, overwrite=a.overwrite, seed=a.seed, **spec)
-        else: out = _prune_in_memory(a, spec)
+        out = _prune_streaming(a, spec) if a.streaming else _prune_in_memory(a, spec)
         print(f"saved to {a.out}")   # as the user wrote it
     return run

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from glu_pruning.models import find_mlps, tiny_model
-from glu_pruning.recovery import lsq, lsq_down, output_error
+from glu_pruning.recovery import _layer_inputs, _out, lsq, lsq_down, output_error
 from glu_pruning.slicing import prune, save_pruned
 
 
@@ -121,6 +121,30 @@ def test_cli_prune_recover_lsq(tok, data_dir, tmp_path, capsys):
     assert r["method"] == "lsq" and 600 <= r["calibration_tokens"] < 600 + 256
     assert r["calibration"] == "gsm8k_train+arc_train+mmlu_validation"
     assert AutoModelForCausalLM.from_pretrained(out).config.intermediate_size == 64
-    capsys.readouterr()
-    assert main(["prune", str(src), "--ratio", "2.0", "--recover", "lsq", "--streaming", "--out", str(tmp_path / "s")]) == 1
-    assert "--streaming (tensor by tensor, no forward pass) never computes" in capsys.readouterr().err
+    # with --streaming the same command runs one layer at a time: tests/test_streaming_lsq.py
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model_type,kw", [
+    ("llama", {}), ("phi3", {}), ("granite", {}),
+    ("gemma3_text", dict(sliding_window=6, layer_types=["sliding_attention", "full_attention", "sliding_attention"])),
+])
+def test_layer_inputs_reproduce_the_forward_pass(tok, texts, model_type, kw):
+    """Each layer's recorded call (mask, position ids, rotary embeddings as the model computes them) pushes the first
+    layer's input to the model's own hidden states; Gemma 3's sliding and full layers get different masks and rotary
+    embeddings, so reusing the first layer's call for every layer would not."""
+    m = tiny_model(model_type, hidden=32, intermediate=48, layers=3, vocab=len(tok), **kw)
+    enc = tok([t[:200] for t in texts[:3]], return_tensors="pt", padding=True, truncation=True, max_length=40)
+    full = m(**enc, output_hidden_states=True).hidden_states
+    tok.backend_tokenizer.no_padding(); tok.backend_tokenizer.no_truncation()   # what that call left behind
+    layers, batches = _layer_inputs(m, tok, [t[:200] for t in texts[:3]], batch_size=3, max_length=40)
+    assert len(batches) == 1 and torch.equal(batches[0]["mask"], enc["attention_mask"])
+    h = batches[0]["h"]
+    for i, (layer, (args, kwargs)) in enumerate(zip(layers, batches[0]["calls"])):
+        torch.testing.assert_close(h, full[i], rtol=1e-5, atol=1e-6)
+        h = _out(layer(h, *args, **kwargs))
+    assert all("forward" not in l.__dict__ for l in layers)
+    assert tok.backend_tokenizer.padding is None and tok.backend_tokenizer.truncation is None   # nothing left behind
+    if model_type == "gemma3_text":
+        (_, k0), (_, k1) = batches[0]["calls"][:2]
+        assert not torch.equal(k0["position_embeddings"][0], k1["position_embeddings"][0])
