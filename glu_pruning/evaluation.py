@@ -58,7 +58,8 @@ def variant_info(model) -> dict:
     if rep is not None:
         return dict(fingerprint=rep.fingerprint, model=rep.base, ratio=round(rep.ratio_after, 4), criterion=rep.criterion,
                     spec=rep.spec, base_fingerprint=rep.base_fingerprint, width=rep.width_after, hidden=rep.hidden,
-                    params=rep.params_after, seed=rep.seed, model_type=rep.model_type)
+                    params=rep.params_after, seed=rep.seed, model_type=rep.model_type,
+                    recovery=list(getattr(rep, "recovery", []) or []))
     I, H = getattr(cfg, "intermediate_size", None), getattr(cfg, "hidden_size", None)
     fp = fingerprint(model)
     return dict(fingerprint=fp, model=str(getattr(model, "glu_source", None) or getattr(cfg, "_name_or_path", "") or cfg.model_type),

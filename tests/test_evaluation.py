@@ -440,3 +440,24 @@ def test_sample_blocks_tile_the_seeded_order():
     assert b[0] | b[1] | b[2] == set(sample_items("arc_challenge", 1172, 30))
     assert sample_items("arc_challenge", 25, 10, start=20) == sorted(set(range(25)) - set(sample_items("arc_challenge", 25, 20)))
     with pytest.raises(ValueError, match="sample start 30 is outside the 25 items"): sample_items("arc_challenge", 25, 10, start=30)
+
+
+def test_evaluate_records_a_recovered_variant_as_recovered(smollm2, data_dir, tmp_path):
+    "A model pruned with recover='lsq' outside a sweep is stored with recover='lsq' and its recovery record, not as plain."
+    from glu_pruning.evaluation import variant_info
+    from glu_pruning.models import tiny_model
+    from glu_pruning.scoring import calibration_texts
+    from glu_pruning.slicing import prune
+    from glu_pruning.store import Store
+    tok = smollm2[1]
+    m = tiny_model("llama", hidden=32, intermediate=96, layers=2, vocab=len(tok))
+    prune(m, ratio=2.0, criterion="ppm", recover="lsq", tokenizer=tok, texts=calibration_texts(4), progress=False)
+    info = variant_info(m)
+    assert info["recovery"][0]["method"] == "lsq"
+    with Store(tmp_path / "r.sqlite") as st:
+        st.add_variant(**info)
+        v = st.variants().set_index("fingerprint").loc[info["fingerprint"]]
+    assert v.recover == "lsq" and v.criterion == "ppm"
+    plain = tiny_model("llama", hidden=32, intermediate=96, layers=2, vocab=len(tok))
+    prune(plain, ratio=2.0, criterion="ppm", progress=False)
+    assert variant_info(plain)["recovery"] == []
