@@ -239,8 +239,27 @@ def _missing_section(manifest: dict, miss: pd.DataFrame) -> list[str]:
         lines += [f"  - {t}: {v}" for t, v in by.items()]
     return lines + [""]
 
-def _evidence_sections(ev: pd.DataFrame) -> list[str]:
-    "Markdown: every headline number with its interval, the precision reached per task, the group means."
+def _pool_note(df: pd.DataFrame) -> list[str]:
+    "Markdown: the tasks whose items came from the demo item pool (a cell config's `data`), so their n counts pool items."
+    if not len(df) or "config" not in df: return []
+    data = pd.Series([json.loads(c or "{}").get("data") or "" for c in df.config], index=df.index)
+    pool = data.str.startswith("demo-pool/")
+    if not pool.any(): return []
+    from glu_pruning.taskdata import demo_pool
+    shipped, ids = demo_pool(), sorted(set(data[pool]))
+    sizes = shipped.get("tasks", {}) if shipped.get("id") in ids else {}
+    def one(t):
+        s = sizes.get(t)
+        k = f" (the pool holds {s['items']:,} of its {s['of']:,} items" + (" per subtask" if s.get("subtasks") else "") + ")" if s else ""
+        return t + k + ("" if pool[df.task == t].all() else ", some of its cells")
+    tasks = list(dict.fromkeys(df.task[pool]))
+    return [f"*Items from the demo pool*: {', '.join(one(t) for t in tasks)} drew {'its' if len(tasks) == 1 else 'their'} "
+            f"items from the demo item pool `{'`, `'.join(ids)}` shipped with glu_pruning for runs with no data folder, a "
+            "seeded sample of each benchmark, not the full benchmark: n counts items of that pool. Set GLU_PRUNING_DATA "
+            "(or `--data-dir`) to a folder with the full benchmarks to sample from their full splits.", ""]
+
+def _evidence_sections(ev: pd.DataFrame, notes: list[str] = ()) -> list[str]:
+    "Markdown: every headline number with its interval, the precision reached per task (then `notes`), the group means."
     pr = precision(ev)
     hw = [("–" if pd.isna(h) else f"±{h:.3f}") + (" (relative)" if m in LOWER_IS_BETTER else "") for h, m in zip(pr.halfwidth, pr.metric)]
     prec = pd.DataFrame({"n": pr.n.astype(str).values, "half-width reached": hw,
@@ -259,7 +278,7 @@ def _evidence_sections(ev: pd.DataFrame) -> list[str]:
             "group means.", "", _md_table(evidence_cells(ev)), "",
             "## Precision", "", "Per task: the items each number rests on, the widest half-width of its changes' 95 % "
             "intervals (relative, for perplexity ratios), and how many of its changes are significant.", "",
-            _md_table(prec), "",
+            _md_table(prec), ""] + list(notes) + [
             "## Group means", "", "Share of the baseline's margin over chance kept, averaged over the group's tasks "
             "(perplexities and tasks at chance left out), with a 95 % interval:", ""] + means + [""] + (
             [f"Left out as at chance: {left}.", ""] if left else []) + _criteria_section(ev)
@@ -272,10 +291,10 @@ def _report_markdown(df: pd.DataFrame, manifest: dict, name: str, figs: dict, no
     md += _recovery_section(manifest)
     for k, (_, cap) in figs.items(): md += [f"## {k.capitalize()}", "", f"![{k}](figures/{k}.png)", "", cap, ""]
     if len(df) and ev is not None and len(ev):
-        md += _evidence_sections(ev) + ["Every headline number with its interval is in `results.csv`"
+        md += _evidence_sections(ev, _pool_note(df)) + ["Every headline number with its interval is in `results.csv`"
                + (", and `explorer.html` has the in-browser ratio explorer." if explorer else "."), ""]
     elif len(df):
-        md += ["## Results (headline metric per task)", "", _md_table(_pivot(df)), "", "All metrics are in `results.csv`"
+        md += ["## Results (headline metric per task)", "", _md_table(_pivot(df)), ""] + _pool_note(df) + ["All metrics are in `results.csv`"
                + (", and `explorer.html` has the in-browser ratio explorer." if explorer else "."), ""]
     return "\n".join(md)
 

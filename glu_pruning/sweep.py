@@ -262,6 +262,7 @@ def _budget_specs(model, tokenizer, specs: dict, budget, variants: int, out: Pat
     from glu_pruning.evidence import (PILOT_GEN_TOKS, evidence, item_sd, measure_costs, parse_budget, pilot_sizes,
                                       plan_items)
     from glu_pruning.store import Store
+    from glu_pruning.taskdata import available_items
     from glu_pruning.tasks import TASKS
     import time
     seconds, path = parse_budget(budget), out / PLAN_FILE
@@ -283,25 +284,36 @@ def _budget_specs(model, tokenizer, specs: dict, budget, variants: int, out: Pat
                           scale={t: c / PILOT_GEN_TOKS for t, c in cap.items()})
     costs = costs[~costs.task.isin(gone)]
     at = sorted(set(prior[prior.at_chance].task)) if prior is not None and len(prior) else []
+    pool = available_items(list(costs.task), data_dir)   # no more items than a sample can draw here (the demo pool's)
     plan = plan_items(costs, seconds, variants=variants, sd=item_sd(prior, list(costs.task)), at_chance=at,
-                      spent=time.perf_counter() - t0, drop=True)
+                      spent=time.perf_counter() - t0, drop=True, pool=pool)
     n, dropped = dict(zip(plan.task, plan.n.astype(int).tolist())), plan.attrs["dropped"]
     _write_json(path, dict(budget_s=seconds, variants=variants, n=n, dropped=dropped, pilot_s=plan.attrs["spent"],
-                           planned_s=plan.attrs["planned"], at_chance=at, costs=costs.to_dict("records")))
+                           planned_s=plan.attrs["planned"], at_chance=at, available=pool, costs=costs.to_dict("records")))
     if progress: print(f"sweep: {seconds:.0f} s budget, {plan.attrs['spent']:.0f} s of it timing the tasks; items per "
                        f"task: {', '.join(f'{t} {k}' for t, k in n.items())}", file=sys.stderr)
     if dropped: print(f"sweep: left out {', '.join(dropped)}: even 2 items of each do not fit the {budget} budget on "
                       "this machine (raise the budget to include them)", file=sys.stderr)
     return {t: replace(s, limit=n[t]) if t in n else s for t, s in specs.items() if t not in dropped}
 
-def _has_block(store, fp: str, task: str, block: int, start: int) -> bool:
-    "Whether the variant `fp` already has the cell of this block of `task`."
+def _has_block(store, fp: str, task: str, block: int, start: int, data: str | None = None) -> bool:
+    "Whether the variant `fp` already has the cell of this block of `task`, drawn from the same items (`data`: the demo pool's id, or None for the full data)."
     rows = store.con.execute("SELECT config FROM cells WHERE fingerprint=? AND task=?", (fp, task)).fetchall()
-    return any(c.get("limit") == block and c.get("sample_start", 0) == start for c in (json.loads(r[0]) for r in rows))
+    return any(c.get("limit") == block and c.get("sample_start", 0) == start and c.get("data") == data
+               for c in (json.loads(r[0]) for r in rows))
 
-def _block_done(store, fps: list[str], task: str, block: int, start: int) -> bool:
+def _block_done(store, fps: list[str], task: str, block: int, start: int, data: str | None = None) -> bool:
     "Whether every variant already has the cell of this block of `task` (so no pruned copy is made for nothing)."
-    return all(_has_block(store, fp, task, block, start) for fp in fps)
+    return all(_has_block(store, fp, task, block, start, data) for fp in fps)
+
+def _data_of(spec, data_dir) -> str | None:
+    "What a cell of `spec` records as its `data` here: the demo pool's id when its items come from the pool, else None."
+    from dataclasses import replace
+    from glu_pruning.evaluation import cell_config
+    from glu_pruning.taskdata import demo_pool, from_pool
+    from glu_pruning.tasks import data_root
+    spec = replace(spec, n_shot=cell_config(spec)["n_shot"])   # as `evaluate` decides it
+    return demo_pool()["id"] if from_pool(spec, data_root(data_dir)) else None
 
 def _halfwidths(path: Path, fps: set, tasks: list[str]) -> dict:
     "{task: the widest 95 % half-width of its headline changes against the baseline} (inf while one has none)."
@@ -316,15 +328,17 @@ def _target_ci(model, tokenizer, manifest: dict, specs: dict, out: Path, target:
     "Block 0 is the sweep's own sample; add seeded blocks of each task's items until `glu_pruning.evidence.sequential` stops."
     from glu_pruning.evidence import parse_budget, sequential
     from glu_pruning.store import Store
-    from glu_pruning.tasks import TASKS
+    from glu_pruning.taskdata import available_items
     tasks = [t for t in specs if t not in manifest["unavailable"]]
-    avail = {t: math.ceil(TASKS[t].items / specs[t].limit) if t in TASKS and TASKS[t].items else math.inf for t in tasks}
+    items = available_items(tasks, data_dir)   # the demo pool's items when a sample is drawn from it, else the split's
+    data = {t: _data_of(specs[t], data_dir) for t in tasks}
+    avail = {t: math.ceil(items[t] / specs[t].limit) if items.get(t) else math.inf for t in tasks}
     fps, scores, cache, store = [c["fingerprint"] for c in manifest["cells"]], {}, {}, Store(out / STORE_FILE)
     def run_block(task, k):
         spec, start = specs[task], k * specs[task].limit
-        if _block_done(store, fps, task, spec.limit, start): return   # stored: never redone
+        if _block_done(store, fps, task, spec.limit, start, data[task]): return   # stored: never redone
         for cell in manifest["cells"]:
-            if _has_block(store, cell["fingerprint"], task, spec.limit, start): continue   # a recovery is not redone for nothing
+            if _has_block(store, cell["fingerprint"], task, spec.limit, start, data[task]): continue   # a recovery is not redone for nothing
             variant = _variant(model, cell, scores, tokenizer, texts, data_dir, cache)
             _evaluate_cell(variant, cell["fingerprint"], tokenizer, spec, store, manifest, progress, data_dir=data_dir,
                            sample_start=start, **eval_kwargs)
@@ -335,7 +349,7 @@ def _target_ci(model, tokenizer, manifest: dict, specs: dict, out: Path, target:
             done = sequential(run_block, lambda: _halfwidths(out / STORE_FILE, set(fps), tasks), tasks, target=target,
                               blocks=avail, budget=budget, progress=False)
     finally: store.close()
-    done["n"] = [min(b * specs[t].limit, TASKS[t].items if t in TASKS else math.inf) for t, b in zip(done.task, done.blocks)]
+    done["n"] = [min(b * specs[t].limit, items.get(t, math.inf)) for t, b in zip(done.task, done.blocks)]
     if progress: print("sweep: target ±" + f"{target:g}: " + ", ".join(f"{r.task} n={r.n} ±{r.halfwidth:.3f} ({r.stopped})"
                                                                     for r in done.itertuples()), file=sys.stderr)
     return done

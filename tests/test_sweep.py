@@ -288,3 +288,58 @@ def test_sweep_target_ci_adds_seeded_blocks_and_a_rerun_redoes_none(tok, data_di
     assert row2["stopped"] == "target" and again.attrs["evaluated"] == 0
     assert len(finished_cells(tmp_path / "run" / STORE_FILE)) == len(cells)   # nothing new evaluated
     with pytest.raises(ValueError, match="target_ci must be a positive"): sweep(model, tok, target_ci=0, **kw)
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    "This process with no data folder configured (so samples come from the demo pool) and no network."
+    from glu_pruning import taskdata as td
+    monkeypatch.delenv("GLU_PRUNING_DATA", raising=False)
+    monkeypatch.setenv("GLU_PRUNING_CACHE", str(tmp_path / "cache"))   # no <cache>/data either
+    monkeypatch.setattr(td, "hub_reachable", lambda *a, **k: False)
+    return tmp_path
+
+
+def test_a_stored_block_counts_only_when_drawn_from_the_same_items(tmp_path):
+    "A block stored from the demo pool is not the same block of the full data (its config's `data`), nor the reverse."
+    from glu_pruning.sweep import _block_done, _has_block
+    from glu_pruning.taskdata import demo_pool
+    pool = demo_pool()["id"]
+    with Store(tmp_path / "r.sqlite") as st:
+        for fp, data in (("a", pool), ("b", pool), ("b", None)):
+            st.add_variant(fp, "m", 2.0, "ppm", {}, "base")
+            st.record(fp, "piqa", {"limit": 4, "sample_start": 4} | ({"data": data} if data else {}),
+                      [dict(metric="acc", value=0.5, n=4)], [dict(metric="acc", doc=d, value=d % 2) for d in range(4)])
+        assert _has_block(st, "a", "piqa", 4, 4, pool) and not _has_block(st, "a", "piqa", 4, 4)   # full data: not stored
+        assert not _has_block(st, "a", "piqa", 4, 0, pool) and not _has_block(st, "a", "piqa", 8, 4, pool)
+        assert _block_done(st, ["a", "b"], "piqa", 4, 4, pool) and not _block_done(st, ["a", "b"], "piqa", 4, 4)
+        assert _has_block(st, "b", "piqa", 4, 4)
+
+
+@pytest.mark.timeout(900)
+def test_budget_and_target_ci_on_the_demo_pool_stay_within_its_items(no_data, tok, tmp_path):
+    "With no data folder a budget plans no more items than the pool holds, and target_ci stops when its items run out."
+    from glu_pruning.evidence import evidence
+    from glu_pruning.models import tiny_model
+    from glu_pruning.sweep import PLAN_FILE, sweep
+    from glu_pruning.taskdata import available_items, demo_pool
+    have = available_items(["wikitext"])["wikitext"]
+    assert have == demo_pool()["tasks"]["wikitext"]["items"] == 10           # the full split has 62
+    model = tiny_model("llama", hidden=64, intermediate=128, layers=2, vocab=len(tok))
+    kw = dict(ratios=(1.0,), suite="quick:wikitext", progress=False)
+    t0 = time.perf_counter()
+    sweep(model, tok, budget="10m", out=tmp_path / "budget", **kw)            # far more time than 10 documents need
+    p = json.loads((tmp_path / "budget" / PLAN_FILE).read_text())
+    assert p["n"] == {"wikitext": have} and p["available"] == {"wikitext": have}
+    ev = evidence(tmp_path / "budget" / STORE_FILE)
+    assert set(ev.n) == {have}
+    cfgs = [json.loads(c) for c in results(tmp_path / "budget" / STORE_FILE).config]
+    assert {c.get("data") for c in cfgs} == {demo_pool()["id"]}
+    md = report(tmp_path / "budget", explorer=False, paper=False).with_name("report.md").read_text()
+    assert "*Items from the demo pool*: wikitext (the pool holds 10 of its 62 items) drew its items" in md
+    t1 = time.perf_counter()
+    sweep(model, tok, target_ci=1e-9, block=4, out=tmp_path / "ci", **kw)     # no target reached: the items stop it
+    (row,) = json.loads((tmp_path / "ci" / MANIFEST_FILE).read_text())["target_ci"]["tasks"]
+    assert row["stopped"] == "items" and row["blocks"] == 3 and row["n"] == have   # ceil(10 / 4) blocks, 10 items
+    assert set(evidence(tmp_path / "ci" / STORE_FILE).n) == {have}
+    print(f"budget sweep {t1 - t0:.0f} s, target_ci sweep {time.perf_counter() - t1:.0f} s")
