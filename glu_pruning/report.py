@@ -18,12 +18,11 @@ __all__ = ['DEMO_BUDGETS', 'wanted_cells', 'missing_cells', 'manifest_from_store
 # %% ../nbs/16_report.ipynb #684e5c87
 from .models import DEFAULT_MODEL, add_model_args, load_model
 from .store import open_store, results, with_recover
-from .sweep import MANIFEST_FILE, STORE_FILE, add_recover_args, recover_args, sweep
+from .sweep import MANIFEST_FILE, PLAN_FILE, STORE_FILE, add_recover_args, recover_args, sweep
 from .tasks import BASELINE, HEADLINE, TASKS, is_baseline
 from .evidence import (RECOVER_NAMES, by_recover, evidence, evidence_cells, evidence_from_results,
                                   group_means, precision, variant_label)
 from .tasks import LOWER_IS_BETTER
-
 
 # %% ../nbs/16_report.ipynb #0df1659e
 def wanted_cells(manifest: dict) -> pd.DataFrame:
@@ -224,17 +223,20 @@ def _criteria_section(ev: pd.DataFrame) -> list[str]:
 
 def _missing_section(manifest: dict, miss: pd.DataFrame) -> list[str]:
     "Markdown lines: tasks without data, then the (variant, task) cells with no result and how to fill them."
-    unavailable = manifest.get("unavailable", {})
+    unavailable, dropped = manifest.get("unavailable", {}), manifest.get("dropped", [])
     lines = ["## What is missing", ""]
     if manifest.get("source") == "store":
         lines.append("This store has no sweep manifest, so only what it holds is known: nothing is listed as missing.")
-    elif not unavailable and miss.empty: lines.append("Nothing: every task was evaluated for every variant.")
+    elif not unavailable and not dropped and miss.empty: lines.append("Nothing: every task was evaluated for every variant.")
     lines += [f"- **{t}**: not run, its data is not available ({why})." for t, why in unavailable.items()]
+    budget = f"{manifest['budget_s'] / 60:.3g}-minute " if manifest.get("budget_s") else ""
+    lines += [f"- **{t}**: left out by the {budget}time budget: even two items of it per variant did not fit on the "
+              "machine that planned the run (`plan.json`); a larger `--budget` includes it." for t in dropped]
     if not miss.empty:
         want = wanted_cells(manifest)
         by = miss.groupby("task", sort=False).apply(
             lambda g: ", ".join(_variant_label(c, r, x) for c, r, x in zip(g.criterion, g.ratio, g.recover)), include_groups=False)
-        lines.append(f"- {len(miss)} of {(~want.task.isin(list(unavailable))).sum()} (variant, task) cells have no "
+        lines.append(f"- {len(miss)} of {(~want.task.isin(list(unavailable) + list(dropped))).sum()} (variant, task) cells have no "
                      "result yet; rerun the same `glu-prune sweep` command to complete them:")
         lines += [f"  - {t}: {v}" for t, v in by.items()]
     return lines + [""]
@@ -314,7 +316,7 @@ def render_report(df: pd.DataFrame, # tidy results of the run (`glu_pruning.stor
     if manifest.get("label"): ev = ev.assign(model=name)
     ev.to_csv(out / "results.csv", index=False)   # one row per variant × task × headline metric, with intervals
     miss = missing_cells(df, manifest)
-    miss = miss[~miss.task.isin(list(manifest.get("unavailable", {})))]
+    miss = miss[~miss.task.isin(list(manifest.get("unavailable", {})) + list(manifest.get("dropped", [])))]
     figs, notes = _report_figures(df, manifest, name, paper, ev)
     pngs = _save_figures(figs, out / "figures")
     if explorer and len(df):
@@ -331,6 +333,9 @@ def _find_run(run: Path) -> tuple[dict, Path]:
     "(manifest, store path) of a run directory, a folder holding one store, or a store file."
     if run.is_dir() and (run / MANIFEST_FILE).exists():
         manifest = json.loads((run / MANIFEST_FILE).read_text())
+        if (run / PLAN_FILE).exists():   # a budgeted run: the tasks its plan left out are not missing cells
+            plan = json.loads((run / PLAN_FILE).read_text())
+            manifest |= dict(dropped=plan.get("dropped", []), budget_s=plan.get("budget_s"))
         return manifest, run / manifest.get("store", STORE_FILE)
     if run.is_dir():
         stores = sorted(run.glob("*.sqlite"))
