@@ -103,6 +103,15 @@ def test_report_with_missing_tasks_says_what_is_missing(tmp_path):
     assert len(csv) == 16 - 3 and set(csv.model) == {"SmolLM2 (fake)"}
 
 
+def test_report_says_a_task_the_budget_left_out_is_not_a_missing_cell(tmp_path):
+    "A budgeted run's plan.json names the tasks it dropped: the report says so and does not ask for a rerun."
+    from glu_pruning.sweep import PLAN_FILE
+    run = fake_run(tmp_path, skip={(r, "ifeval") for r in (2.6667, 2.401, 2.0, 1.6007)})   # no ifeval cell at all
+    (run / PLAN_FILE).write_text(json.dumps(dict(budget_s=720.0, variants=3, n={"mmlu": 4}, dropped=["ifeval"])))
+    md = (report(run, explorer=False).parent / "report.md").read_text()
+    assert "- **ifeval**: left out by the 12-minute time budget" in md and "have no result yet" not in md
+
+
 def test_report_of_a_complete_run_and_an_empty_one(tmp_path):
     run = fake_run(tmp_path)
     page = report(run, explorer=True)
