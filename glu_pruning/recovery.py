@@ -31,9 +31,11 @@ def lsq_down(w_down: torch.Tensor, # H×I down projection of the unpruned layer
     if G.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"gram is {tuple(G.shape)} but w_down has {W.shape[1]} inputs; collect the Gram matrix of "
                          "this layer's down_proj input before slicing it.")
-    G_SS = G[S][:, S]
-    lam = ridge * G_SS.diagonal().mean().clamp_min(1e-30)
-    A, rhs = G_SS + lam * torch.eye(len(S), dtype=G.dtype, device=G.device), G[S] @ W.T   # k×k, k×H
+    G_S = G[S]                          # k×I: the kept rows, taken once (float64 temporaries add up on big layers)
+    rhs, A = G_S @ W.T, G_S[:, S]       # k×H, k×k
+    del G_S
+    lam = ridge * A.diagonal().mean().clamp_min(1e-30)
+    A.diagonal().add_(lam)              # G_SS + λI, in place
     L, info = torch.linalg.cholesky_ex(A)
     sol = torch.cholesky_solve(rhs, L) if info == 0 else torch.linalg.lstsq(A, rhs).solution  # singular: min-norm
     return sol.T.to(w_down.dtype).contiguous()

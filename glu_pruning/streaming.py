@@ -6,7 +6,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/streaming.html.md"""
 
 # %% ../nbs/06_streaming.ipynb #c279d68f
 from __future__ import annotations
-import hashlib, inspect, json, math, os, shutil, time
+import ctypes, hashlib, inspect, json, math, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -391,6 +391,12 @@ def _materialise(module: nn.Module, prefix: str, job: _Job, dtype, device, skip=
                 nn.Parameter(read_tensor(files[nm]).to(device=device, dtype=dtype), requires_grad=False))
 
 # %% ../nbs/06_streaming.ipynb #b7d10008
+def _trim_heap():
+    "Hand the memory the last layer freed back to the system (a no-op where there is no glibc)."
+    # glibc keeps freed blocks below 32 MB for reuse, so the resident size would creep up layer after layer
+    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError): pass
+
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]):
     "Write `tensors` to the safetensors file `path`, whole or not at all."
     from safetensors.torch import save_file
@@ -427,7 +433,7 @@ def _fit_layers(job: _Job, tmp: Path, state: dict, tokenizer, texts, device, pro
         errs = _refit_layer(m, layer, hs, [b["calls"][l] for b in batches], masks, kp, job.fit["ridge"])
         _save_tensors(folder / f"down.{l}.safetensors", {"weight": m.w_down.to(down_dtype)})
         _save_tensors(folder / f"hidden.{l}.safetensors", {str(i): h for i, h in enumerate(hs)})
-        layer.to("meta")
+        layer.to("meta"); _trim_heap()
         state["keep"][str(l)] = kp.tolist()
         fit.update(layers=l + 1, errors=fit["errors"] + [list(errs)], seconds=fit["seconds"] + time.time() - t0)
         t0 = time.time()
