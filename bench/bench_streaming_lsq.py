@@ -11,8 +11,11 @@ so that each peak resident memory (VmHWM) is its own:
 Both compute the calibration pass in float32 on the CPU with one thread. It checks that the outputs hold the same
 tensors, prints a table and the ratios, and deletes what it wrote.
 
-    python bench/bench_streaming_lsq.py                     # ~0.5 GB checkpoint, a minute or two per job
-    python bench/bench_streaming_lsq.py --layers 12 --tokens 1024
+    python bench/bench_streaming_lsq.py                     # 6 layers, 0.38 GB: about a minute per job on 2 busy cores
+    python bench/bench_streaming_lsq.py --layers 12         # 0.57 GB: about two minutes per job
+
+Measured on a shared 2-core machine with --layers 12: streaming 1,032 MB, in memory 2,038 MB (ratio 0.51; the
+import floor 260 MB), identical outputs.
 """
 from __future__ import annotations
 import argparse, json, os, random, shutil, subprocess, sys, tempfile, time
