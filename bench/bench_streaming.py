@@ -33,13 +33,15 @@ save_pruned(m, None, OUT)
 }
 
 
-def run_child(kind: str, src: Path, out: Path, ratio: float) -> dict:
+def run_child(kind: str, src: Path, out: Path, ratio: float, child: dict = CHILD, preamble: str = "",
+              env: dict | None = None) -> dict:
+    "Run `child[kind]` in a fresh Python process (after `preamble`); its wall time and peak RSS (MB)."
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
-    code = (f"import json, re, time\nSRC, OUT, RATIO = {str(src)!r}, {str(out)!r}, {ratio!r}\n"
-            f"t0 = time.perf_counter()\n{CHILD[kind]}\n"
+    code = (f"import json, re, time\nSRC, OUT, RATIO = {str(src)!r}, {str(out)!r}, {ratio!r}\n{preamble}"
+            f"t0 = time.perf_counter()\n{child[kind]}\n"
             "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
             "print(json.dumps(dict(wall_s=time.perf_counter() - t0, peak_rss_mb=hwm / 1024)))")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if res.returncode: sys.exit(f"{kind} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -44,16 +44,11 @@ save_pruned(m.to(torch.bfloat16), tok, OUT)
 
 
 def run_child(kind: str, src: Path, out: Path, ratio: float, texts: Path) -> dict:
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
-    code = (f"import json, re, time\nSRC, OUT, RATIO = {str(src)!r}, {str(out)!r}, {ratio!r}\n"
-            f"TEXTS = json.loads(open({str(texts)!r}).read())\n"
-            f"t0 = time.perf_counter()\n{CHILD[kind]}\n"
-            "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-            "print(json.dumps(dict(wall_s=time.perf_counter() - t0, peak_rss_mb=hwm / 1024)))")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if res.returncode: sys.exit(f"{kind} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    "`bench_streaming.run_child` with the calibration texts read first, on one thread."
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_streaming import run_child as run
+    return run(kind, src, out, ratio, child=CHILD, preamble=f"TEXTS = json.loads(open({str(texts)!r}).read())\n",
+               env=dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
 
 
 def max_rel_diff(a: Path, b: Path) -> float:
