@@ -216,10 +216,23 @@ def _criteria_section(ev: pd.DataFrame) -> list[str]:
     cols = [f"{g} {r:.3g}x" for g in ("fragile", "robust") for r in sorted(set(gm.ratio), reverse=True)]
     t = gm.pivot_table(index=["criterion", "recover"], columns="col", values="cell", aggfunc="first")
     t = t[[c for c in cols if c in t.columns]]
-    t = t.reindex(sorted(t.index, key=lambda i: (i[0] != "ppm", i[0], i[1] != "plain", i[1])))
-    return ["## Criteria compared", "", "Group means (share of the baseline's margin over chance kept, 95 % interval; "
-            "tasks at chance left out) for each criterion, sliced plain and repaired after slicing:", "",
-            _md_table(t).replace("| task | metric |", "| criterion | recovery |", 1), ""]
+    order = lambda i: (i[0] != "ppm", i[0], i[1] != "plain", i[1])
+    t = t.reindex(sorted(t.index, key=order))
+    out = ["## Criteria compared", "", "Group means (share of the baseline's margin over chance kept, 95 % interval; "
+           "tasks at chance left out) for each criterion, sliced plain and repaired after slicing:", "",
+           _md_table(t).replace("| task | metric |", "| criterion | recovery |", 1), ""]
+    ppl = ev[ev.metric.isin(LOWER_IS_BETTER) & ~ev.criterion.map(is_baseline).astype(bool)]
+    if len(ppl):   # perplexities: the least noisy numbers, and the only ones when every accuracy task is at chance
+        ppl = ppl.assign(col=[f"{t} {r:.3g}x" for t, r in zip(ppl.task, ppl.ratio)],
+                         recover=ppl.recover.map(lambda r: RECOVER_NAMES.get(r, r)),
+                         cell=[f"{d:.3g}× [{lo:.3g}×, {hi:.3g}×]" + (" *" if s else "") + f" (n={n})"
+                               for d, lo, hi, s, n in zip(ppl.delta, ppl.delta_ci_low, ppl.delta_ci_high, ppl.significant, ppl.n)])
+        p = ppl.pivot_table(index=["criterion", "recover"], columns="col", values="cell", aggfunc="first")
+        p = p.reindex(sorted(p.index, key=order))
+        out += ["Perplexity against the baseline's (a ratio, with its 95 % paired-bootstrap interval over the documents "
+                "both scored; `*`: significant), for each criterion, sliced plain and repaired:", "",
+                _md_table(p).replace("| task | metric |", "| criterion | recovery |", 1), ""]
+    return out
 
 def _missing_section(manifest: dict, miss: pd.DataFrame) -> list[str]:
     "Markdown lines: tasks without data, then the (variant, task) cells with no result and how to fill them."
