@@ -120,6 +120,13 @@ def _opening(ratios: list[float]) -> int:
     pruned = [r for r in ratios if r < ratios[0]] or ratios
     return ratios.index(min(pruned, key=lambda r: abs(r - 2.4)))
 
+def _mean_band(t: pd.DataFrame, z: float = 1.96) -> tuple[pd.Series, pd.Series, pd.Series]:
+    "Per ratio: the mean percent of the tasks in `t` and its 95 % band (standard error of a mean of independent tasks)."
+    g = t.groupby("ratio")
+    mean = g.pct.mean().sort_index()
+    se = (g.pct_se.apply(lambda s: np.sqrt(np.sum(s ** 2)) if s.notna().all() else np.nan) / g.pct.count()).reindex(mean.index)
+    return mean, mean - z * se, mean + z * se
+
 def _add_curves(traces: _Traces, i: int, crit: str, mc: pd.DataFrame, groups: list[str], visible: bool):
     "Left panel: a thin % -of-baseline line per task and a thick one per task-group mean."
     import plotly.graph_objects as go
@@ -133,12 +140,19 @@ def _add_curves(traces: _Traces, i: int, crit: str, mc: pd.DataFrame, groups: li
                               hovertemplate=f"{task}<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, crit, grp, 1)
     out = _at_chance(mc)   # at-chance tasks: a ratio of coin flips, left out of the means (and named)
     for grp in groups:
-        gm = mc[(mc.group == grp) & ~mc.task.isin(out)].groupby("ratio").pct.mean().sort_index()
+        gm, lo, hi = _mean_band(mc[(mc.group == grp) & ~mc.task.isin(out)])
         left = sorted(set(mc[mc.group == grp].task) & set(out))
         name = f"{grp} tasks (mean" + (f", without {', '.join(left)}: at chance)" if left else ")")
+        if hi.notna().any():   # the 95 % band of the mean, where the tasks have standard errors
+            x = list(gm.index[hi.notna()])
+            traces.add(go.Scatter(x=x + x[::-1], y=list(hi.dropna()) + list(lo.dropna())[::-1], fill="toself",
+                                  fillcolor=GROUP_COLORS[grp], opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                                  name=f"{grp} mean: 95 % band", legendgroup=grp, showlegend=False, visible=visible),
+                       i, crit, grp, 1)
         traces.add(go.Scatter(x=gm.index, y=gm.values, mode="lines", name=name, legendgroup=grp,
-                              line=dict(color=GROUP_COLORS[grp], width=4), visible=visible,
-                              hovertemplate=f"{grp} mean<br>%{{x:.3g}}x: %{{y:.1f}} %<extra></extra>"), i, crit, grp, 1)
+                              customdata=np.c_[lo.values, hi.values], line=dict(color=GROUP_COLORS[grp], width=4),
+                              visible=visible, hovertemplate=f"{grp} mean<br>%{{x:.3g}}x: %{{y:.1f}} % "
+                              "[%{customdata[0]:.1f}, %{customdata[1]:.1f}]<extra></extra>"), i, crit, grp, 1)
 
 def _slider_steps(ratios: list[float], bars: list[tuple], marker: int) -> list[dict]:
     "One step per ratio: it rewrites the model's bars (lengths, labels) and moves its ratio marker."

@@ -180,10 +180,16 @@ def test_figure_draws_changes_that_are_not_significant_hollow_and_hatched():
 
 def test_figure_leaves_at_chance_tasks_out_of_group_means_and_says_so():
     fig = explorer_figure(evidence_run(), paper=False)
-    means = {t.name: t for t in fig.data if t.type == "scatter" and "mean" in t.name}
+    means = {t.name: t for t in fig.data if t.type == "scatter" and "mean" in t.name and "band" not in t.name}
     assert set(means) == {"fragile tasks (mean, without arc_challenge: at chance)", "robust tasks (mean)"}
     mmlu = next(t for t in fig.data if t.type == "scatter" and t.name == "mmlu")
-    assert list(means["fragile tasks (mean, without arc_challenge: at chance)"].y) == pytest.approx(sorted(mmlu.y))
+    fragile = means["fragile tasks (mean, without arc_challenge: at chance)"]
+    assert list(fragile.y) == pytest.approx(sorted(mmlu.y))
+    # the mean's 95 % band: one mmlu row per ratio, so mean ± 1.96 standard errors of that one task
+    band = next(t for t in fig.data if t.name == "fragile mean: 95 % band")
+    lo, hi = np.array(fragile.customdata, dtype=float).T
+    assert band.fill == "toself" and np.all(lo <= np.array(fragile.y)) and np.all(np.array(fragile.y) <= hi)
+    assert sorted(band.y) == pytest.approx(sorted(np.r_[lo, hi][~np.isnan(np.r_[lo, hi])]))
 
 
 def test_figure_can_open_on_the_paper_with_your_run_one_menu_away():
