@@ -8,6 +8,7 @@ Docs: https://glu-pruning.github.io/glu_pruning/recovery.html.md"""
 # %% ../nbs/04_recovery.ipynb #18ea56cd
 from __future__ import annotations
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -16,8 +17,11 @@ from tqdm.auto import tqdm
 from .models import find_mlps, get_adapter, _getattr_path
 from .slicing import _set_weight, slice_mlp
 
+LSQ_TOKENS = 8192           # default calibration tokens of `lsq` (the CLI's and the sweep's): see 'How many tokens' below
+MIN_TOKENS_PER_NEURON = 4   # fewer calibration tokens than this per kept neuron: `lsq` warns (it overfits)
+
 # %% auto #0
-__all__ = ['lsq_down', 'output_error', 'lsq', 'calibration_for_tokens']
+__all__ = ['LSQ_TOKENS', 'MIN_TOKENS_PER_NEURON', 'lsq_down', 'output_error', 'lsq', 'calibration_for_tokens']
 
 # %% ../nbs/04_recovery.ipynb #d82662d4
 def lsq_down(w_down: torch.Tensor, # H×I down projection of the unpruned layer
@@ -112,10 +116,17 @@ def _refit_layer(m, layer, hs: list, calls: list, masks: list, keep, ridge: floa
         hs[i] = _out(layer(hs[i], *args, **kw)) if sequential else outs[i]
     return errs
 
-def _lsq_record(texts, masks: list, sequential: bool, ridge: float, errs: list, seconds: float) -> dict:
-    "What `lsq` did, for `PruneReport.recovery` (and from there `pruning.json` and the model card)."
+def _lsq_record(texts, masks: list, sequential: bool, ridge: float, errs: list, seconds: float, kept: int | None = None) -> dict:
+    "What `lsq` did, for `PruneReport.recovery` (and from there `pruning.json` and the model card); warns on too few tokens."
+    tokens = int(sum(int(m.sum()) for m in masks))
+    if kept and tokens < MIN_TOKENS_PER_NEURON * kept:
+        warnings.warn(f"least squares fitted on {tokens:,} calibration tokens for {kept:,} kept neurons per layer, fewer than "
+                      f"{MIN_TOKENS_PER_NEURON} tokens per kept neuron: such a fit overfits its calibration text and can leave "
+                      f"the model worse than plain slicing (see 'How many tokens' on the recovery page); calibrate on at least "
+                      f"{MIN_TOKENS_PER_NEURON * kept:,} tokens, e.g. calibration_for_tokens(tokenizer, {max(LSQ_TOKENS, MIN_TOKENS_PER_NEURON * kept)}) "
+                      "or --calibration-tokens.", stacklevel=3)
     return dict(method="lsq", calibration=getattr(texts, "source", "user texts"), calibration_texts=len(texts),
-                calibration_tokens=int(sum(int(m.sum()) for m in masks)), sequential=sequential, ridge=ridge,
+                calibration_tokens=tokens, sequential=sequential, ridge=ridge,
                 error_plain=[round(e[0], 5) for e in errs], error_lsq=[round(e[1], 5) for e in errs],
                 seconds=round(seconds, 1))
 
@@ -142,10 +153,10 @@ def lsq(model: nn.Module,       # the unpruned model, pruned in place
             for m, kp, layer in zip(tqdm(mlps, desc="least squares", disable=not progress), keep, layers)]
     model.config.intermediate_size = len(keep[0])
     if getattr(model, "glu_fingerprint", None): model.glu_fingerprint = None   # cached for the old weights
-    return _lsq_record(texts, masks, sequential, ridge, errs, time.time() - t0)
+    return _lsq_record(texts, masks, sequential, ridge, errs, time.time() - t0, len(keep[0]))
 
 # %% ../nbs/04_recovery.ipynb #adee402a
-def calibration_for_tokens(tokenizer, tokens: int = 8192, # calibration tokens wanted
+def calibration_for_tokens(tokenizer, tokens: int = LSQ_TOKENS, # calibration tokens wanted
                            max_length: int = 256, **kw) -> list[str]:
     "Default calibration passages (`calibration_texts(**kw)`) until their tokens reach `tokens`."
     from glu_pruning.scoring import calibration_texts

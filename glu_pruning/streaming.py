@@ -439,18 +439,18 @@ def _fit_layers(job: _Job, tmp: Path, state: dict, tokenizer, texts, device, pro
         t0 = time.time()
         _save_state(tmp, state)
         (folder / f"hidden.{l - 1}.safetensors").unlink(missing_ok=True)
-    fit["record"] = _lsq_record(texts, masks, True, job.fit["ridge"], fit["errors"], fit["seconds"])
+    fit["record"] = _lsq_record(texts, masks, True, job.fit["ridge"], fit["errors"], fit["seconds"], job.k)
     _save_state(tmp, state)
     (folder / f"hidden.{len(layers) - 1}.safetensors").unlink(missing_ok=True)
     return fit["record"]
 
 # %% ../nbs/06_streaming.ipynb #c92a2d05
 def _calibration(a, tok) -> list[str]:
-    "The calibration passages `glu-prune prune` asked for: `--calibration-tokens` tokens, or `--calibration` passages."
+    "The calibration passages `glu-prune prune` asked for: with --recover, tokens (`LSQ_TOKENS` unless given); else passages."
     from glu_pruning.scoring import calibration_texts
-    if a.recover and a.calibration_tokens:
-        from glu_pruning.recovery import calibration_for_tokens
-        return calibration_for_tokens(tok, a.calibration_tokens)
+    if a.recover:
+        from glu_pruning.recovery import LSQ_TOKENS, calibration_for_tokens
+        return calibration_for_tokens(tok, a.calibration_tokens or LSQ_TOKENS)
     return calibration_texts(a.calibration)
 
 def _prune_in_memory(a, spec: dict) -> Path:
@@ -478,17 +478,19 @@ def _prune_streaming(a, spec: dict) -> Path:
 
 def cli_prune(p):
     "`glu-prune prune MODEL --ratio 2.4 --out DIR [--streaming] [--recover lsq]`"
+    from glu_pruning.recovery import LSQ_TOKENS, MIN_TOKENS_PER_NEURON
     add_model_args(p)
     add_target_args(p, required=True)
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous glu_pruning output (a folder holding pruning.json)")
     p.add_argument("--calibration", type=int, default=32,
-                   help="calibration passages (from splits no task scores) for data criteria and --recover")
+                   help="calibration passages (from splits no task scores) for data criteria")
     p.add_argument("--recover", default=None, choices=sorted(RECOVERY),
                    help="after slicing, repair the model: lsq re-fits every down_proj by least squares (no training)")
     p.add_argument("--calibration-tokens", type=int, default=None,
-                   help="with --recover: calibration tokens to use instead of --calibration passages (e.g. 8192)")
+                   help=f"with --recover: calibration tokens, from splits no task scores (default {LSQ_TOKENS}; fewer than "
+                        f"{MIN_TOKENS_PER_NEURON} per kept neuron overfit, see the recovery page)")
     p.add_argument("--streaming", action="store_true",
                    help="slice a safetensors checkpoint tensor by tensor (any size, little memory; weight-only "
                         "criteria); with --recover lsq, one decoder layer at a time, computing in --dtype on --device "

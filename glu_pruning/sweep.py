@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['RECOVERIES', 'LSQ_TOKENS', 'DISTILL_STEPS', 'DISTILL_TOKENS_PER_STEP', 'STORE_FILE', 'MANIFEST_FILE', 'PLAN_FILE',
+__all__ = ['RECOVERIES', 'DISTILL_STEPS', 'DISTILL_TOKENS_PER_STEP', 'STORE_FILE', 'MANIFEST_FILE', 'PLAN_FILE',
            'skipped_targets', 'plan', 'sweep', 'add_recover_args', 'recover_args']
 
 # %% ../nbs/13_sweep.ipynb #65fd5635
@@ -35,7 +35,7 @@ def skipped_targets(hidden: int, width: int, ratios=(), percents=()) -> list[str
                    for p in percents or () if float(p) == 0]
 
 RECOVERIES = ("none", "lsq", "distill")   # what a sweep can do to each pruned copy: nothing, least squares, distillation
-LSQ_TOKENS = 3072      # calibration tokens of "lsq": about a minute for SmolLM2-135M on one busy CPU core
+from .recovery import LSQ_TOKENS   # calibration tokens of "lsq" (8,192: where the recovery page's curve flattens)
 DISTILL_STEPS = 100    # optimiser steps of "distill": a few minutes for SmolLM2-135M on CPU
 DISTILL_TOKENS_PER_STEP = 4 * 256   # `distill`'s default batch of 4 blocks of 256 tokens: fresh text for every step
 

@@ -148,3 +148,19 @@ def test_layer_inputs_reproduce_the_forward_pass(tok, texts, model_type, kw):
     if model_type == "gemma3_text":
         (_, k0), (_, k1) = batches[0]["calls"][:2]
         assert not torch.equal(k0["position_embeddings"][0], k1["position_embeddings"][0])
+
+
+def test_lsq_warns_when_calibration_is_too_small_for_the_kept_neurons(tok, texts):
+    "Fewer than MIN_TOKENS_PER_NEURON tokens per kept neuron overfit (the recovery page's curve): lsq says so."
+    from glu_pruning.recovery import LSQ_TOKENS, MIN_TOKENS_PER_NEURON, calibration_for_tokens
+    m = tiny_model("llama", hidden=32, intermediate=96, layers=2, vocab=len(tok))
+    with pytest.warns(UserWarning, match=f"fewer than {MIN_TOKENS_PER_NEURON} tokens per kept neuron"):
+        rep = prune(m, ratio=2.0, criterion="ppm", recover="lsq", tokenizer=tok, texts=["The sea is calm today."],
+                    progress=False)
+    assert rep.recovery[0]["calibration_tokens"] < MIN_TOKENS_PER_NEURON * rep.width_after
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)   # enough tokens: no warning
+        prune(tiny_model("llama", hidden=32, intermediate=96, layers=2, vocab=len(tok)), ratio=2.0, criterion="ppm",
+              recover="lsq", tokenizer=tok, texts=calibration_for_tokens(tok, 4 * 64 + 64), progress=False)
+    assert LSQ_TOKENS >= 8192

@@ -3,7 +3,8 @@
 
 A tqdm bar is saved with the notebook as a widget view (or stderr text) frozen at whatever it showed when the
 output was captured ("0/65", "0.00/6.43M"); on the docs site, GitHub and Colab it reads as a job that never ran.
-This removes those outputs (and nothing else) from the notebooks given, or from every notebook under nbs/.
+This removes those outputs from the notebooks given, or from every notebook under nbs/, and the saved widget state
+that no remaining output shows (nbclient keeps every bar's state in the notebook's metadata).
 tests/test_outputs.py checks the result. Run it before committing executed notebooks:
 
     python tools/clean_outputs.py [NOTEBOOK ...]
@@ -38,7 +39,10 @@ def clean(path: Path) -> int:
         keep = [o for o in c.get("outputs", []) if not is_progress(o)]
         n += len(c.get("outputs", [])) - len(keep)
         c["outputs"] = keep
-    if n: path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    views = any(WIDGET in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+    stale = not views and "widgets" in nb.get("metadata", {})   # saved widget state no remaining output shows
+    if stale: del nb["metadata"]["widgets"]
+    if n or stale: path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return n
 
 
