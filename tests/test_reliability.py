@@ -115,9 +115,22 @@ def test_kill_9_during_save_leaves_nothing_or_a_complete_folder_and_the_rerun_wo
     assert not (tmp_path / ".out.partial").exists()
 
 
+# On an idle machine the streamed 115 MB take a tenth of a second, so the child may finish before the signal lands:
+# this one writes its tensors at a tenth of a second each, leaving seconds between the first shard and the last.
+SLOW_WRITES = ("import sys, time\n"
+               "from glu_pruning.safetensors import ShardWriter\n"
+               "_write = ShardWriter.write\n"
+               "def write(self, name, t): time.sleep(0.1); return _write(self, name, t)\n"
+               "ShardWriter.write = write\n"
+               "from glu_pruning.cli import main\n"
+               "sys.argv = ['glu-prune', *sys.argv[1:]]\n"
+               "sys.exit(main())")
+
+
 def test_ctrl_c_says_exactly_what_to_run_and_that_works(big, tmp_path):
     out = tmp_path / "out"
-    p = start("prune", big, "--ratio", "2", "--streaming", "--out", out)
+    p = subprocess.Popen([sys.executable, "-c", SLOW_WRITES, "prune", str(big), "--ratio", "2", "--streaming", "--out",
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     wait_for(tmp_path / ".out.partial", "*.safetensors", p)   # a finished shard: the run is half done
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
