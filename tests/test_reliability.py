@@ -130,7 +130,9 @@ SLOW_WRITES = ("import sys, time\n"
 def test_ctrl_c_says_exactly_what_to_run_and_that_works(big, tmp_path):
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-c", SLOW_WRITES, "prune", str(big), "--ratio", "2", "--streaming", "--out",
-                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         # a shell's background job (a CI runner's `cmd &`) inherits SIGINT ignored: give it back
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(tmp_path / ".out.partial", "*.safetensors", p)   # a finished shard: the run is half done
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
